@@ -234,7 +234,10 @@ mod tests {
         assert!(PaymentEvent::from_json(json.to_string().as_bytes()).is_err());
         json["amount"] = serde_json::json!("12.505");
         let err = PaymentEvent::from_json(json.to_string().as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("more than two decimal places"), "{err}");
+        assert!(
+            err.to_string().contains("more than two decimal places"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ impl FaultRates {
             ("null-customer-id", self.null_customer_id),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("fault rate {name} must be between 0 and 1, got {rate}"));
+                return Err(format!(
+                    "fault rate {name} must be between 0 and 1, got {rate}"
+                ));
             }
         }
         Ok(())
@@ -152,9 +154,15 @@ impl FaultInjector {
         let mut json = serde_json::to_value(event)
             .unwrap_or_else(|e| unreachable!("payment event converts to JSON: {e}"));
         let (field, value) = match self.rng.random_range(0..4) {
-            0 => ("amount", serde_json::json!({ "value": event.amount.to_string() })),
+            0 => (
+                "amount",
+                serde_json::json!({ "value": event.amount.to_string() }),
+            ),
             1 => ("is_fraud", serde_json::json!("maybe")),
-            2 => ("event_time", serde_json::json!(event.event_time.timestamp())),
+            2 => (
+                "event_time",
+                serde_json::json!(event.event_time.timestamp()),
+            ),
             _ => ("schema_version", serde_json::json!("one")),
         };
         json[field] = value;

@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(rows.len(), 3);
         let error = rows[0].as_ref().unwrap_err();
         assert_eq!(error.line, 2);
-        assert!(error.reason.contains("expected 23 fields, found 24"), "{error}");
+        assert!(
+            error.reason.contains("expected 23 fields, found 24"),
+            "{error}"
+        );
         assert!(rows[1].is_ok() && rows[2].is_ok());
     }
 
@@ -391,8 +394,14 @@ mod tests {
     fn wrong_header_is_a_clear_error_at_open() {
         let error = reader("a,b,c\n1,2,3\n").err().unwrap();
         let message = error.to_string();
-        assert!(message.contains("is not a Kaggle fraudTrain.csv export"), "{message}");
-        assert!(message.contains("trans_date_trans_time,cc_num"), "{message}");
+        assert!(
+            message.contains("is not a Kaggle fraudTrain.csv export"),
+            "{message}"
+        );
+        assert!(
+            message.contains("trans_date_trans_time,cc_num"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -400,7 +409,11 @@ mod tests {
         let error = KaggleReader::open(Path::new("/nonexistent/fraudTrain.csv"))
             .err()
             .unwrap();
-        assert!(error.to_string().contains("cannot open Kaggle file /nonexistent/fraudTrain.csv"));
+        assert!(
+            error
+                .to_string()
+                .contains("cannot open Kaggle file /nonexistent/fraudTrain.csv")
+        );
     }
 
     #[test]

@@ -86,10 +86,7 @@ impl SettlementSchedule {
             PaymentStatus::Success
         };
         let (min, max) = SETTLEMENT_DELAY;
-        let delay = Duration::seconds(
-            self.rng
-                .random_range(min.num_seconds()..max.num_seconds()),
-        );
+        let delay = Duration::seconds(self.rng.random_range(min.num_seconds()..max.num_seconds()));
         let mut settlement = payment.clone();
         settlement.event_id = random_uuid(&mut self.rng);
         settlement.status = status;
@@ -134,16 +131,29 @@ mod tests {
             assert_eq!(payment.status, PaymentStatus::Pending);
             payments.push(payment);
         }
-        assert!(schedule.due(start).is_none(), "nothing settles the same instant");
+        assert!(
+            schedule.due(start).is_none(),
+            "nothing settles the same instant"
+        );
         assert_eq!(schedule.waiting(), 1_000);
         let mut settled = Vec::new();
         while let Some(settlement) = schedule.due(start + Duration::days(4)) {
             settled.push(settlement);
         }
         assert_eq!(settled.len(), 1_000);
-        assert!(settled.windows(2).all(|w| w[0].event_time <= w[1].event_time));
-        let failed = settled.iter().filter(|s| s.status == PaymentStatus::Failed).count();
-        assert!((120..280).contains(&failed), "{failed} of 1000 failed at a 20% rate");
+        assert!(
+            settled
+                .windows(2)
+                .all(|w| w[0].event_time <= w[1].event_time)
+        );
+        let failed = settled
+            .iter()
+            .filter(|s| s.status == PaymentStatus::Failed)
+            .count();
+        assert!(
+            (120..280).contains(&failed),
+            "{failed} of 1000 failed at a 20% rate"
+        );
         for settlement in &settled {
             let payment = payments
                 .iter()
@@ -152,7 +162,10 @@ mod tests {
             assert_ne!(settlement.event_id, payment.event_id);
             assert_ne!(settlement.status, PaymentStatus::Pending);
             let delay = settlement.event_time - payment.event_time;
-            assert!(delay >= SETTLEMENT_DELAY.0 && delay < SETTLEMENT_DELAY.1, "{delay}");
+            assert!(
+                delay >= SETTLEMENT_DELAY.0 && delay < SETTLEMENT_DELAY.1,
+                "{delay}"
+            );
             assert_eq!(settlement.amount, payment.amount);
         }
     }

@@ -43,6 +43,9 @@ pub trait EventSink {
     /// Hands one message to the sink; waits while the sink is full.
     fn send(&mut self, message: Message) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// What was delivered and failed so far, without waiting.
+    fn report(&self) -> DeliveryReport;
+
     /// Waits until every message sent so far is delivered or has definitively failed.
     fn flush(&mut self) -> impl Future<Output = Result<DeliveryReport, SinkError>> + Send;
 }
@@ -79,12 +82,16 @@ impl EventSink for ChannelSink {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<DeliveryReport, SinkError> {
+    fn report(&self) -> DeliveryReport {
         // A message in the channel is handed over: the receiver owns it from here.
-        Ok(DeliveryReport {
+        DeliveryReport {
             delivered: self.delivered,
             failed: 0,
-        })
+        }
+    }
+
+    async fn flush(&mut self) -> Result<DeliveryReport, SinkError> {
+        Ok(self.report())
     }
 }
 
@@ -104,7 +111,8 @@ mod tests {
         let (mut sink, mut receiver) = ChannelSink::new(2);
         sink.send(message(1)).await.unwrap();
         sink.send(message(2)).await.unwrap();
-        let blocked = tokio::time::timeout(std::time::Duration::from_millis(50), sink.send(message(3)));
+        let blocked =
+            tokio::time::timeout(std::time::Duration::from_millis(50), sink.send(message(3)));
         assert!(blocked.await.is_err(), "a full channel must make send wait");
         assert_eq!(receiver.recv().await.unwrap().key, "k1");
         sink.send(message(4)).await.unwrap();

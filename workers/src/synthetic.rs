@@ -65,26 +65,8 @@ const CATEGORIES: [(&str, u32, f64, &str); 10] = [
 
 /// Surnames for family-run merchants.
 const SURNAMES: [&str; 20] = [
-    "Sharma",
-    "Verma",
-    "Gupta",
-    "Patel",
-    "Reddy",
-    "Iyer",
-    "Nair",
-    "Khan",
-    "Singh",
-    "Das",
-    "Mehta",
-    "Joshi",
-    "Kulkarni",
-    "Banerjee",
-    "Rao",
-    "Agarwal",
-    "Kapoor",
-    "Malhotra",
-    "Bose",
-    "Menon",
+    "Sharma", "Verma", "Gupta", "Patel", "Reddy", "Iyer", "Nair", "Khan", "Singh", "Das", "Mehta",
+    "Joshi", "Kulkarni", "Banerjee", "Rao", "Agarwal", "Kapoor", "Malhotra", "Bose", "Menon",
 ];
 
 /// Payment methods: share of payments, and median amount in rupees and spread (sigma of the
@@ -290,8 +272,15 @@ mod tests {
             assert_eq!(e.country, "IN");
             assert!(e.amount >= Decimal::ONE, "{}", e.amount);
             assert_eq!(e.amount.scale(), 2);
-            assert!(CITIES.iter().any(|c| c.city == e.city && c.state == e.state));
-            by_method.entry(e.payment_method).or_default().push(e.amount);
+            assert!(
+                CITIES
+                    .iter()
+                    .any(|c| c.city == e.city && c.state == e.state)
+            );
+            by_method
+                .entry(e.payment_method)
+                .or_default()
+                .push(e.amount);
         }
         let share = |m| by_method[&m].len() as f64 / events.len() as f64;
         assert!((0.50..0.60).contains(&share(PaymentMethod::Upi)));

@@ -18,7 +18,11 @@ pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct KafkaOptions {
     /// Comma-separated bootstrap servers.
-    #[arg(long, env = "FINTECH_KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    #[arg(
+        long,
+        env = "FINTECH_KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap_servers: String,
 
     /// The topic payment events flow through.
@@ -29,6 +33,14 @@ pub struct KafkaOptions {
     /// from the environment as a comma-separated list.
     #[arg(long = "kafka-property", env = "FINTECH_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+
+    /// How long an administrative request (such as creating the topic) may take.
+    #[arg(
+        long = "kafka-timeout-secs",
+        env = "FINTECH_KAFKA_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub timeout_secs: u64,
 }
 
 /// Settings of the topic when the producer has to create it.
@@ -88,7 +100,10 @@ pub async fn ensure_topic(
         TopicReplication::Fixed(topic.replication_factor),
     )
     .set("retention.ms", &retention_ms);
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let timeout = Some(Duration::from_secs(kafka.timeout_secs));
+    let options = AdminOptions::new()
+        .request_timeout(timeout)
+        .operation_timeout(timeout);
     let results = admin.create_topics([&new_topic], &options).await?;
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(TopicState::Created),

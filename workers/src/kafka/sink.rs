@@ -61,15 +61,15 @@ impl KafkaSink {
         let counter = context.0.clone();
         let mut config = options.client_config();
         // Defaults first, so that --kafka-property can still override them.
-        let mut defaults = rdkafka::ClientConfig::new();
-        defaults
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "zstd")
-            .set("linger.ms", "20")
-            .set("batch.size", "1000000")
-            .set("queue.buffering.max.messages", "200000");
-        for (key, value) in defaults.config_map().iter() {
+        let defaults = [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "zstd"),
+            ("linger.ms", "20"),
+            ("batch.size", "1000000"),
+            ("queue.buffering.max.messages", "200000"),
+        ];
+        for (key, value) in defaults {
             if config.get(key).is_none() {
                 config.set(key, value);
             }
@@ -101,6 +101,13 @@ impl EventSink for KafkaSink {
         }
     }
 
+    fn report(&self) -> DeliveryReport {
+        DeliveryReport {
+            delivered: self.counter.delivered.load(Ordering::Relaxed),
+            failed: self.counter.failed.load(Ordering::Relaxed),
+        }
+    }
+
     async fn flush(&mut self) -> Result<DeliveryReport, SinkError> {
         let producer = self.producer.clone();
         let timeout = self.flush_timeout;
@@ -115,9 +122,10 @@ impl EventSink for KafkaSink {
         if let Err(error) = flushed {
             tracing::error!(%error, in_flight, "kafka flush did not complete; counting unsent messages as failed");
         }
+        let report = self.report();
         Ok(DeliveryReport {
-            delivered: self.counter.delivered.load(Ordering::Relaxed),
-            failed: self.counter.failed.load(Ordering::Relaxed) + in_flight,
+            failed: report.failed + in_flight,
+            ..report
         })
     }
 }

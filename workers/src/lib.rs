@@ -1,0 +1,15 @@
+//! The fintech pipeline's workers. Each stage is a module; the `fintech` binary wires them
+//! to its subcommands.
+
+pub mod clock;
+pub mod event;
+pub mod faults;
+pub mod kafka;
+pub mod kaggle;
+pub mod producer;
+pub mod settlement;
+pub mod shutdown;
+pub mod sink;
+pub mod status_server;
+pub mod synthetic;
+pub mod telemetry;

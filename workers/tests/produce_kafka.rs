@@ -1,0 +1,265 @@
+//! `fintech produce` against the real broker: exactly the events the stream defines arrive,
+//! keyed by transaction, and bad input fails clearly.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::{testenv_var, unique_name};
+use fintech_workers::event::PaymentEvent;
+use fintech_workers::faults::FaultRates;
+use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message};
+
+const SEED: u64 = 11;
+const COUNT: usize = 3_000;
+const START: &str = "2026-11-01T00:00:00Z";
+
+fn fintech() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fintech"))
+}
+
+/// The stream the producer builds from the flags below, made in-process.
+fn expected_messages() -> Vec<(String, Vec<u8>)> {
+    let config = StreamConfig {
+        seed: SEED,
+        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
+        payments_per_day: 1_000,
+        settlement_share: 0.3,
+        faults: FaultRates {
+            duplicate: 0.02,
+            non_positive_amount: 0.01,
+            null_customer_id: 0.01,
+            ..FaultRates::default()
+        },
+        ..StreamConfig::default()
+    };
+    let mut stream = EventStream::new(&config, ProducerMetrics::default()).unwrap();
+    (0..COUNT)
+        .map(|_| {
+            let outgoing = stream.next_message().unwrap();
+            (outgoing.message.key, outgoing.message.payload)
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn produces_exactly_count_events_keyed_by_transaction() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("produce");
+    let status = fintech()
+        .args(["produce", "--log-format", "text"])
+        .args([
+            "--bootstrap-servers",
+            &bootstrap,
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+        ])
+        .args(["--seed", &SEED.to_string(), "--count", &COUNT.to_string()])
+        .args(["--start-time", START, "--payments-per-day", "1000"])
+        .args(["--settlement-share", "0.3", "--fault-duplicate", "0.02"])
+        .args([
+            "--fault-non-positive-amount",
+            "0.01",
+            "--fault-null-customer-id",
+            "0.01",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "fintech produce failed: {status}");
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", unique_name("produce-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut received = Vec::new();
+    let mut partition_of: HashMap<String, i32> = HashMap::new();
+    // Read until COUNT arrive, then keep reading a little to prove no extra message exists.
+    loop {
+        let wait = if received.len() < COUNT { 30 } else { 3 };
+        match tokio::time::timeout(Duration::from_secs(wait), consumer.recv()).await {
+            Ok(message) => {
+                let message = message.unwrap();
+                let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+                let payload = message.payload().unwrap().to_vec();
+                let event = PaymentEvent::from_json(&payload).unwrap();
+                assert_eq!(key, event.transaction_id, "the key is the transaction id");
+                // A payment and its settlement share a partition, so they stay in order.
+                let partition = *partition_of
+                    .entry(key.clone())
+                    .or_insert(message.partition());
+                assert_eq!(partition, message.partition());
+                received.push((key, payload));
+            }
+            Err(_) if received.len() >= COUNT => break,
+            Err(_) => panic!("only {} of {COUNT} messages arrived", received.len()),
+        }
+    }
+    assert_eq!(received.len(), COUNT);
+    let mut expected = expected_messages();
+    expected.sort();
+    received.sort();
+    assert!(
+        expected == received,
+        "the topic holds other messages than the stream defines"
+    );
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns the status code and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Consumes `topic` from the start until no message arrives for a few seconds.
+async fn consume_all(bootstrap: &str, topic: &str) -> usize {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique_name("count"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut count = 0;
+    let mut wait = 30;
+    while let Ok(message) = tokio::time::timeout(Duration::from_secs(wait), consumer.recv()).await {
+        message.unwrap();
+        count += 1;
+        wait = 5;
+    }
+    count
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("sigterm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = fintech()
+        .args(["produce", "--log-format", "json", "--rate", "400"])
+        .args(["--bootstrap-servers", &bootstrap, "--topic", &topic])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Ready once the topic exists and the producer is connected; then wait for deliveries.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer never delivered"
+        );
+        if let (Some((200, _)), Some((200, body))) =
+            (http_get(port, "/readyz"), http_get(port, "/metrics"))
+        {
+            assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+            if metric(&body, "fintech_producer_delivered_total") >= 200.0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "SIGTERM must exit 0: {:?}",
+        output.status
+    );
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let finished: serde_json::Value = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "producer finished")
+        .unwrap_or_else(|| panic!("no summary line in {stderr}"));
+    let sent = finished["sent"].as_u64().unwrap();
+    assert_eq!(finished["delivered"].as_u64(), Some(sent));
+    assert_eq!(finished["failed"].as_u64(), Some(0));
+    assert_eq!(consume_all(&bootstrap, &topic).await as u64, sent);
+}
+
+/// Runs `fintech produce` with `args`, expects it to fail, and returns its stderr.
+fn failing_produce(args: &[&str]) -> String {
+    let output = fintech()
+        .args(["produce", "--log-format", "text"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "fintech produce {args:?} succeeded"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn missing_kaggle_file_fails_before_touching_kafka() {
+    let stderr = failing_produce(&[
+        "--count",
+        "1",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--kaggle-csv",
+        "/nonexistent/fraudTrain.csv",
+    ]);
+    assert!(
+        stderr.contains("cannot open Kaggle file /nonexistent/fraudTrain.csv"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn out_of_range_rate_is_refused_by_flag_name() {
+    let stderr = failing_produce(&["--fault-duplicate", "2"]);
+    assert!(
+        stderr.contains("duplicate must be between 0 and 1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unreachable_kafka_is_a_clear_error() {
+    let stderr = failing_produce(&[
+        "--count",
+        "1",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--kafka-timeout-secs",
+        "3",
+    ]);
+    assert!(stderr.contains("is Kafka reachable?"), "{stderr}");
+}
