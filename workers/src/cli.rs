@@ -11,12 +11,15 @@ use clap::{Args, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 
 use fintech_workers::faults::FaultRates;
+use fintech_workers::kafka::KafkaSource;
 use fintech_workers::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
 use fintech_workers::producer::{
     self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
 };
 use fintech_workers::shutdown;
 use fintech_workers::status_server::{self, Readiness};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::telemetry::{self, LogFormat};
 
 /// The fintech payment-analytics pipeline.
@@ -37,6 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Produce payment events into Kafka.
     Produce(ProduceArgs),
+    /// Stream payment events from Kafka into bronze Parquet files, exactly once.
+    Stream(StreamArgs),
 }
 
 impl Command {
@@ -44,6 +49,7 @@ impl Command {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Produce(args) => produce(args).await,
+            Self::Stream(args) => stream(args).await,
         }
     }
 }
@@ -114,6 +120,44 @@ pub struct ProduceArgs {
     flush_timeout_secs: u64,
 }
 
+/// Flags of `fintech stream`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    kafka: KafkaOptions,
+
+    #[command(flatten)]
+    storage: StorageOptions,
+
+    /// Consumer group; streamers of one pipeline share it and split the partitions.
+    #[arg(
+        long,
+        env = "FINTECH_CONSUMER_GROUP",
+        default_value = "fintech-streamer"
+    )]
+    group_id: String,
+
+    /// A batch closes this many seconds after its first message.
+    #[arg(long, env = "FINTECH_BATCH_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    batch_interval_secs: u64,
+
+    /// A batch closes when it holds this many messages.
+    #[arg(long, env = "FINTECH_BATCH_MAX_ROWS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    batch_max_rows: u64,
+
+    /// A batch closes when its messages weigh this many bytes.
+    #[arg(long, env = "FINTECH_BATCH_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    batch_max_bytes: u64,
+
+    /// A larger message goes to the dead-letter queue.
+    #[arg(long, env = "FINTECH_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64..))]
+    max_message_bytes: u64,
+
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "FINTECH_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+}
+
 /// Fault injection rates, each between 0 and 1, default 0.
 #[derive(Debug, Args)]
 struct FaultArgs {
@@ -163,6 +207,65 @@ impl ProduceArgs {
     }
 }
 
+/// Starts the status server when an address is given.
+async fn start_status_server(
+    address: Option<SocketAddr>,
+    readiness: &Readiness,
+    cancel: &tokio_util::sync::CancellationToken,
+    register: impl FnOnce(&mut Registry),
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let mut registry = Registry::default();
+    register(&mut registry);
+    let server = status_server::serve(address, registry, readiness.clone(), cancel.clone())
+        .await
+        .with_context(|| format!("binding the metrics address {address}"))?;
+    Ok(Some(server))
+}
+
+async fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    let cancel = shutdown::on_signal().context("installing signal handlers")?;
+    let (store, root) = args.storage.open()?;
+    let metrics = StreamerMetrics::default();
+    let readiness = Readiness::default();
+    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
+    let source =
+        KafkaSource::new(&args.kafka, &args.group_id, metrics.lag.clone()).with_context(|| {
+            format!(
+                "joining consumer group {:?} on {}",
+                args.group_id, args.kafka.bootstrap_servers
+            )
+        })?;
+    let policy = BatchPolicy {
+        interval: Duration::from_secs(args.batch_interval_secs),
+        max_rows: usize::try_from(args.batch_max_rows)?,
+        max_bytes: usize::try_from(args.batch_max_bytes)?,
+        max_message_bytes: usize::try_from(args.max_message_bytes)?,
+    };
+    tracing::info!(topic = %args.kafka.topic, group = %args.group_id, lake = %args.storage.lake_url, "streaming");
+    readiness.set(true);
+    let summary = Streamer::new(source, store, root, policy, metrics)
+        .run(cancel.clone())
+        .await?;
+    tracing::info!(
+        messages = summary.messages,
+        rows = summary.rows,
+        dead_letters = summary.dead_letters,
+        batches = summary.batches,
+        "streamer finished"
+    );
+    cancel.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    Ok(())
+}
+
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
@@ -175,17 +278,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut stream = EventStream::new(&args.stream_config(), metrics.clone())?;
 
     let readiness = Readiness::default();
-    let server = match args.metrics_addr {
-        Some(address) => {
-            let mut registry = Registry::default();
-            metrics.register(&mut registry);
-            let server = status_server::serve(address, registry, readiness.clone(), cancel.clone())
-                .await
-                .with_context(|| format!("binding the metrics address {address}"))?;
-            Some(server)
-        }
-        None => None,
-    };
+    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
 
     let state = kafka::ensure_topic(&args.kafka, &args.topic)
         .await

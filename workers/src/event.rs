@@ -122,6 +122,28 @@ impl PaymentStatus {
     }
 }
 
+impl Currency {
+    /// The wire name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inr => "INR",
+            Self::Usd => "USD",
+        }
+    }
+}
+
+impl PaymentMethod {
+    /// The wire name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upi => "UPI",
+            Self::Card => "CARD",
+            Self::Netbanking => "NETBANKING",
+            Self::Wallet => "WALLET",
+        }
+    }
+}
+
 impl EventSource {
     /// The wire name, as in the JSON.
     pub fn as_str(self) -> &'static str {
@@ -224,6 +246,27 @@ mod tests {
         assert_eq!(json["currency"], "INR");
         assert_eq!(json["payment_method"], "UPI");
         assert_eq!(json["source"], "synthetic");
+        // as_str() and serde agree on every wire name.
+        assert_eq!(json["currency"], Currency::Inr.as_str());
+        for method in [
+            PaymentMethod::Upi,
+            PaymentMethod::Card,
+            PaymentMethod::Netbanking,
+            PaymentMethod::Wallet,
+        ] {
+            assert_eq!(serde_json::to_value(method).unwrap(), method.as_str());
+        }
+        for status in [
+            PaymentStatus::Pending,
+            PaymentStatus::Success,
+            PaymentStatus::Failed,
+        ] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert_eq!(
+            serde_json::to_value(Currency::Usd).unwrap(),
+            Currency::Usd.as_str()
+        );
         assert_eq!(json["event_time"], "2026-11-02T10:30:00Z");
     }
 

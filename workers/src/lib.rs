@@ -1,6 +1,7 @@
 //! The fintech pipeline's workers. Each stage is a module; the `fintech` binary wires them
 //! to its subcommands.
 
+pub mod bronze;
 pub mod clock;
 pub mod event;
 pub mod faults;
@@ -10,6 +11,9 @@ pub mod producer;
 pub mod settlement;
 pub mod shutdown;
 pub mod sink;
+pub mod source;
 pub mod status_server;
+pub mod storage;
+pub mod streamer;
 pub mod synthetic;
 pub mod telemetry;

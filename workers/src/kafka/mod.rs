@@ -1,6 +1,7 @@
 //! Kafka connection settings and the `transactions` topic, shared by every Kafka client.
 
 mod sink;
+mod source;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 pub use sink::KafkaSink;
+pub use source::{KafkaSource, LagGauge, PartitionLabels};
 
 /// How long messages stay in the topic: 7 days, the bronze layer's replay window.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -75,6 +77,15 @@ impl KafkaOptions {
             config.set(key, value);
         }
         config
+    }
+}
+
+/// Sets each of `defaults` that `--kafka-property` did not set already.
+fn set_defaults(config: &mut ClientConfig, defaults: &[(&str, &str)]) {
+    for (key, value) in defaults {
+        if config.get(key).is_none() {
+            config.set(*key, *value);
+        }
     }
 }
 

@@ -60,20 +60,17 @@ impl KafkaSink {
         let context = DeliveryContext::default();
         let counter = context.0.clone();
         let mut config = options.client_config();
-        // Defaults first, so that --kafka-property can still override them.
-        let defaults = [
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "zstd"),
-            ("linger.ms", "20"),
-            ("batch.size", "1000000"),
-            ("queue.buffering.max.messages", "200000"),
-        ];
-        for (key, value) in defaults {
-            if config.get(key).is_none() {
-                config.set(key, value);
-            }
-        }
+        super::set_defaults(
+            &mut config,
+            &[
+                ("enable.idempotence", "true"),
+                ("acks", "all"),
+                ("compression.type", "zstd"),
+                ("linger.ms", "20"),
+                ("batch.size", "1000000"),
+                ("queue.buffering.max.messages", "200000"),
+            ],
+        );
         let producer = Arc::new(config.create_with_context(context)?);
         Ok(Self {
             producer,

@@ -1,0 +1,256 @@
+//! The streamer against the real broker and S3 server: every message lands in bronze or the
+//! dead-letter queue exactly once, across SIGTERM, a crash before commit, and a rebalance.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use common::{
+    assert_each_once, committed_total, stored_offsets, test_lake, testenv_var, unique_name,
+};
+use fintech_workers::bronze::decode;
+use fintech_workers::faults::FaultRates;
+use fintech_workers::kafka::{KafkaOptions, KafkaSource, LagGauge};
+use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 3;
+const SEED: u64 = 21;
+
+fn fintech() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fintech"))
+}
+
+/// Produces `count` messages, about 5% of them undecodable, and returns how many are good.
+fn produce(bootstrap: &str, topic: &str, count: usize) -> usize {
+    let status = fintech()
+        .args([
+            "produce",
+            "--log-format",
+            "text",
+            "--bootstrap-servers",
+            bootstrap,
+        ])
+        .args(["--topic", topic, "--partitions", &PARTITIONS.to_string()])
+        .args(["--seed", &SEED.to_string(), "--count", &count.to_string()])
+        .args([
+            "--start-time",
+            "2026-11-01T00:00:00Z",
+            "--payments-per-day",
+            "1000",
+        ])
+        .args([
+            "--fault-malformed-json",
+            "0.03",
+            "--fault-wrong-type",
+            "0.02",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // The same stream, made in-process, says which messages are decodable.
+    let config = StreamConfig {
+        seed: SEED,
+        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
+        payments_per_day: 1_000,
+        faults: FaultRates {
+            malformed_json: 0.03,
+            wrong_type: 0.02,
+            ..FaultRates::default()
+        },
+        ..StreamConfig::default()
+    };
+    let mut stream = EventStream::new(&config, ProducerMetrics::default()).unwrap();
+    (0..count)
+        .filter(|_| {
+            let message = stream.next_message().unwrap().message;
+            decode::decode(Some(&message.payload), 1 << 20).is_ok()
+        })
+        .count()
+}
+
+fn kafka(bootstrap: &str, topic: &str) -> KafkaOptions {
+    KafkaOptions {
+        bootstrap_servers: bootstrap.to_owned(),
+        topic: topic.to_owned(),
+        properties: vec![],
+        timeout_secs: 30,
+    }
+}
+
+fn policy(max_rows: usize) -> BatchPolicy {
+    BatchPolicy {
+        interval: Duration::from_secs(2),
+        max_rows,
+        ..BatchPolicy::default()
+    }
+}
+
+/// Starts a streamer of `group` in the background.
+fn spawn_streamer(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    lake: &StorageOptions,
+    policy: BatchPolicy,
+    crash_after: Option<u64>,
+) -> (CancellationToken, tokio::task::JoinHandle<StreamSummary>) {
+    let source = KafkaSource::new(&kafka(bootstrap, topic), group, LagGauge::default()).unwrap();
+    let (store, root) = lake.open().unwrap();
+    let mut streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
+    if let Some(n) = crash_after {
+        streamer = streamer.crash_after_writing(n);
+    }
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { streamer.run(cancel).await.unwrap() }
+    });
+    (cancel, handle)
+}
+
+/// Waits until `group` has committed `total` messages of the topic.
+async fn wait_for_commits(bootstrap: &str, group: &str, topic: &str, total: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = committed_total(bootstrap, group, topic, PARTITIONS);
+        if committed >= total {
+            assert_eq!(committed, total);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {committed} of {total} committed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn assert_lake_holds(lake: &StorageOptions, good: usize, total: usize) {
+    let rows = stored_offsets(lake, "bronze/transactions").await;
+    let dead = stored_offsets(lake, "dead_letter/transactions").await;
+    assert_eq!(rows.len(), good, "rows in bronze");
+    assert_eq!(dead.len(), total - good, "records in the dead-letter queue");
+    assert_each_once([rows, dead].concat(), total);
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn fintech_stream_writes_rows_and_dead_letters_exactly_once_and_commits_on_sigterm() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("stream");
+    let group = unique_name("stream-group");
+    let lake = test_lake("stream");
+    let total = 3_000;
+    let good = produce(&bootstrap, &topic, total);
+    assert!(good < total && good > total * 9 / 10);
+
+    // A long interval and a large cap: only SIGTERM can close the batch.
+    let child = fintech()
+        .args([
+            "stream",
+            "--log-format",
+            "text",
+            "--bootstrap-servers",
+            &bootstrap,
+        ])
+        .args([
+            "--topic",
+            &topic,
+            "--group-id",
+            &group,
+            "--lake-url",
+            &lake.lake_url,
+        ])
+        .args([
+            "--batch-interval-secs",
+            "3600",
+            "--batch-max-rows",
+            "1000000",
+        ])
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(committed_total(&bootstrap, &group, &topic, PARTITIONS), 0);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "SIGTERM must exit 0");
+    assert_eq!(
+        committed_total(&bootstrap, &group, &topic, PARTITIONS),
+        total as i64
+    );
+    assert_lake_holds(&lake, good, total).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_streamer_killed_before_commit_is_replayed_without_duplicates() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("crash");
+    let group = unique_name("crash-group");
+    let lake = test_lake("crash");
+    let total = 2_000;
+    let good = produce(&bootstrap, &topic, total);
+
+    // The first streamer stops after writing its second batch's objects, uncommitted.
+    let (_, crashed) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(300), Some(2));
+    let summary = crashed.await.unwrap();
+    assert_eq!(
+        summary.batches, 1,
+        "one batch committed, the second only written"
+    );
+    let written = stored_offsets(&lake, "").await.len();
+    let committed = committed_total(&bootstrap, &group, &topic, PARTITIONS);
+    assert!(
+        written as i64 > committed,
+        "objects of an uncommitted batch are in the lake"
+    );
+
+    // Its replacement uses other caps and still stores every message once.
+    let (cancel, restarted) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(170), None);
+    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
+    cancel.cancel();
+    restarted.await.unwrap();
+    assert_lake_holds(&lake, good, total).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn two_streamers_in_one_group_split_the_partitions() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("group");
+    let group = unique_name("group-group");
+    let lake = test_lake("group");
+    let total = 3_000;
+    let topic_options = fintech_workers::kafka::TopicOptions {
+        partitions: PARTITIONS,
+        replication_factor: 1,
+    };
+    fintech_workers::kafka::ensure_topic(&kafka(&bootstrap, &topic), &topic_options)
+        .await
+        .unwrap();
+
+    // Both members join before any data arrives, so the group is balanced when it does.
+    let (cancel_a, a) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
+    let (cancel_b, b) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let good = produce(&bootstrap, &topic, total);
+    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
+    cancel_a.cancel();
+    cancel_b.cancel();
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert!(
+        a.messages > 0 && b.messages > 0,
+        "both members did work: {a:?} {b:?}"
+    );
+    assert_eq!(a.messages + b.messages, total as u64);
+    assert_lake_holds(&lake, good, total).await;
+}
