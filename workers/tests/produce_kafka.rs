@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use common::{testenv_var, unique_name};
+use common::{free_port, http_get, metric, testenv_var, unique_name};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
@@ -116,24 +116,6 @@ async fn produces_exactly_count_events_keyed_by_transaction() {
     );
 }
 
-/// A plain HTTP/1.0 GET on loopback; returns the status code and body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Consumes `topic` from the start until no message arrives for a few seconds.
 async fn consume_all(bootstrap: &str, topic: &str) -> usize {
     let consumer: StreamConsumer = ClientConfig::new()
@@ -158,11 +140,7 @@ async fn consume_all(bootstrap: &str, topic: &str) -> usize {
 async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
     let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
     let topic = unique_name("sigterm");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = fintech()
         .args(["produce", "--log-format", "json", "--rate", "400"])
         .args(["--bootstrap-servers", &bootstrap, "--topic", &topic])

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use common::{
-    assert_each_once, committed_total, stored_offsets, test_lake, testenv_var, unique_name,
+    assert_each_once, committed_total, free_port, http_get, metric, stored_offsets, test_lake,
+    testenv_var, unique_name,
 };
 use fintech_workers::bronze::decode;
 use fintech_workers::faults::FaultRates;
@@ -150,6 +151,7 @@ async fn fintech_stream_writes_rows_and_dead_letters_exactly_once_and_commits_on
     assert!(good < total && good > total * 9 / 10);
 
     // A long interval and a large cap: only SIGTERM can close the batch.
+    let port = free_port();
     let child = fintech()
         .args([
             "stream",
