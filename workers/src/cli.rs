@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use fintech_workers::faults::FaultRates;
 use fintech_workers::kafka::KafkaSource;
 use fintech_workers::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
+use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
 use fintech_workers::producer::{
     self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
 };
@@ -21,6 +22,7 @@ use fintech_workers::status_server::{self, Readiness};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::telemetry::{self, LogFormat};
+use fintech_workers::warehouse::WarehouseOptions;
 
 /// The fintech payment-analytics pipeline.
 #[derive(Debug, Parser)]
@@ -42,6 +44,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Stream payment events from Kafka into bronze Parquet files, exactly once.
     Stream(StreamArgs),
+    /// Load bronze files into the PostgreSQL silver tables, audited.
+    Load(LoadArgs),
 }
 
 impl Command {
@@ -50,6 +54,7 @@ impl Command {
         match self {
             Self::Produce(args) => produce(args).await,
             Self::Stream(args) => stream(args).await,
+            Self::Load(args) => load(args).await,
         }
     }
 }
@@ -152,6 +157,40 @@ pub struct StreamArgs {
     /// A larger message goes to the dead-letter queue.
     #[arg(long, env = "FINTECH_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64..))]
     max_message_bytes: u64,
+
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long, env = "FINTECH_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+/// Flags of `fintech load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    storage: StorageOptions,
+
+    #[command(flatten)]
+    warehouse: WarehouseOptions,
+
+    /// The topic whose bronze files are loaded.
+    #[arg(long, env = "FINTECH_KAFKA_TOPIC", default_value = "transactions")]
+    topic: String,
+
+    /// Run once and exit (for a Job); without it, run every --interval-secs.
+    #[arg(long, env = "FINTECH_LOAD_ONCE")]
+    once: bool,
+
+    /// Seconds between two runs.
+    #[arg(long, env = "FINTECH_LOAD_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    interval_secs: u64,
+
+    /// At most this many files per run; the rest waits for the next run.
+    #[arg(long, env = "FINTECH_LOAD_MAX_FILES", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_files_per_run: u64,
+
+    /// With --once, how long to keep trying to reach PostgreSQL before giving up.
+    #[arg(long, env = "FINTECH_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
+    connect_timeout_secs: u64,
 
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
@@ -264,6 +303,96 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         let _ = server.await;
     }
     Ok(())
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let cancel = shutdown::on_signal().context("installing signal handlers")?;
+    let (store, root) = args.storage.open()?;
+    let metrics = LoaderMetrics::default();
+    let readiness = Readiness::default();
+    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
+
+    // PostgreSQL being down at start is waited out, not a crash loop.
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_secs(1);
+    let pool = loop {
+        match args.warehouse.connect_and_migrate().await {
+            Ok(pool) => break pool,
+            Err(error)
+                if args.once
+                    && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) =>
+            {
+                return Err(error).context("giving up on the warehouse; no file was loaded");
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?delay, "warehouse not reachable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => return Ok(()),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    readiness.set(true);
+    let config = LoaderConfig {
+        topic: args.topic.clone(),
+        max_files_per_run: usize::try_from(args.max_files_per_run)?,
+    };
+    let loader = Loader::new(pool, store, root, config, metrics);
+    let mut unaudited = Vec::new();
+    let outcome = loop {
+        if !unaudited.is_empty() && loader.audit_unreachable(&unaudited).await.is_ok() {
+            unaudited.clear();
+        }
+        match loader.run_once().await {
+            Ok(report) => {
+                tracing::info!(
+                    run_id = %report.run_id,
+                    status = report.status,
+                    files_pending = report.files_pending,
+                    files_loaded = report.files_loaded,
+                    rows_read = report.stats.read,
+                    rows_loaded = report.rows_loaded,
+                    rows_rejected = report.stats.rejected_total(),
+                    rows_duplicate = report.rows_duplicate,
+                    "load run finished"
+                );
+                if args.once {
+                    break match report.error {
+                        Some(error) => Err(anyhow::anyhow!(
+                            "load run {} failed: {error}",
+                            report.run_id
+                        )),
+                        None => Ok(()),
+                    };
+                }
+            }
+            Err(failure) => {
+                tracing::error!(run_id = %failure.run_id, error = %failure.error, "load run failed and could not be audited yet");
+                if args.once {
+                    break Err(anyhow::anyhow!(
+                        "load run {} failed: {}",
+                        failure.run_id,
+                        failure.error
+                    ));
+                }
+                unaudited.push(failure);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(args.interval_secs)) => {}
+            () = cancel.cancelled() => break Ok(()),
+        }
+    };
+    cancel.cancel();
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    outcome
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {

@@ -479,7 +479,9 @@ impl<S: MessageSource> Streamer<S> {
     /// 1. For each partition, the batch record (range and object keys) is stored first.
     /// 2. Every object is stored with create-only semantics; an object that exists already
     ///    was stored by an earlier attempt at this same range and is kept, never changed.
-    /// 3. Only then are the offsets committed (`last_offset + 1` per partition).
+    /// 3. The batch's manifest, which tells the loader the objects exist, is stored
+    ///    (create-only too).
+    /// 4. Only then are the offsets committed (`last_offset + 1` per partition).
     ///
     /// Keys are a function of the range alone, and a restarted streamer that finds an
     /// uncommitted record closes its first batch at the recorded end, so a crash at any
@@ -491,6 +493,7 @@ impl<S: MessageSource> Streamer<S> {
         let topic = self.source.topic().to_owned();
         let ingested_at = Utc::now().timestamp_micros();
         let mut records = Vec::new();
+        let written_on = Utc::now().date_naive();
         let mut files: Vec<(Path, &'static str, Vec<u8>)> = Vec::new();
         let mut positions = Vec::new();
         let (mut rows, mut dead, mut messages) = (0, 0, 0);
@@ -533,8 +536,8 @@ impl<S: MessageSource> Streamer<S> {
         // 1. The batch records.
         let store = &self.store;
         let puts: Vec<_> = records
-            .into_iter()
-            .map(|(path, record)| put_record(store.clone(), path, record))
+            .iter()
+            .map(|(path, record)| put_record(store.clone(), path.clone(), record.clone()))
             .collect();
         futures::stream::iter(puts)
             .buffer_unordered(WRITE_CONCURRENCY)
@@ -566,7 +569,22 @@ impl<S: MessageSource> Streamer<S> {
             return Ok(());
         }
 
-        // 3. The offsets.
+        // 3. The manifests.
+        let puts: Vec<_> = records
+            .into_iter()
+            .map(|(_, record)| {
+                let path = layout::manifest(&self.root, written_on, &record.range);
+                let body = serde_json::to_vec_pretty(&record)
+                    .unwrap_or_else(|e| unreachable!("a batch record serialises: {e}"));
+                put_new(store.clone(), path, "manifest", body)
+            })
+            .collect();
+        futures::stream::iter(puts)
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+
+        // 4. The offsets.
         self.commit(&positions).await?;
         self.metrics.batches.inc();
         self.metrics.last_commit.set(Utc::now().timestamp());

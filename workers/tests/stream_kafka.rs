@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use common::{
-    assert_each_once, committed_total, free_port, http_get, metric, stored_offsets, test_lake,
-    testenv_var, unique_name,
+    assert_each_once, committed_total, free_port, fresh_database, http_get, metric, stored_offsets,
+    test_lake, testenv_var, unique_name,
 };
 use fintech_workers::bronze::decode;
 use fintech_workers::faults::FaultRates;
@@ -174,9 +174,24 @@ async fn fintech_stream_writes_rows_and_dead_letters_exactly_once_and_commits_on
             "--batch-max-rows",
             "1000000",
         ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the streamer never read every message"
+        );
+        if let Some((200, body)) = http_get(port, "/metrics")
+            && metric(&body, "fintech_streamer_messages_total") >= total as f64
+        {
+            assert!(body.contains("fintech_streamer_dead_letters_total{kind=\"invalid_json\"}"));
+            assert_eq!(http_get(port, "/readyz").map(|r| r.0), Some(200));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert_eq!(committed_total(&bootstrap, &group, &topic, PARTITIONS), 0);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -190,6 +205,27 @@ async fn fintech_stream_writes_rows_and_dead_letters_exactly_once_and_commits_on
         total as i64
     );
     assert_lake_holds(&lake, good, total).await;
+
+    // And `fintech load --once` takes the lake into PostgreSQL.
+    let database = fresh_database(&testenv_var("DATABASE_URL")).await;
+    let status = fintech()
+        .args(["load", "--once", "--log-format", "text", "--topic", &topic])
+        .args(["--database-url", &database, "--lake-url", &lake.lake_url])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let loaded: i64 = sqlx::query_scalar("select count(*) from raw.transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(loaded, good as i64);
+    let audit: (String, i64) =
+        sqlx::query_as("select status, rows_loaded from metadata.load_audit")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, ("SUCCESS".to_owned(), good as i64));
 }
 
 #[tokio::test]

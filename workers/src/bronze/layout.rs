@@ -4,12 +4,18 @@
 //! <root>/bronze/transactions/year=YYYY/month=MM/day=DD/<topic>-p<partition>-o<first>-<last>.parquet
 //! <root>/dead_letter/transactions/year=YYYY/month=MM/day=DD/<topic>-p<partition>-o<first>-<last>.parquet
 //! <root>/_streamer/<topic>/partition=<partition>.json
+//! <root>/_manifests/<topic>/date=YYYY-MM-DD/<topic>-p<partition>-o<first>-<last>.json
 //! ```
 //!
 //! Rows are placed by the UTC date of their event time (dead letters by their Kafka
 //! timestamp, or the ingestion time when the message has none). A file's name is a function
 //! of the batch's Kafka range alone, so replaying the same range after a crash produces the
 //! same keys. Offsets are zero-padded to 20 digits so that names sort in offset order.
+//!
+//! A manifest lists the objects of one batch, in a folder named for the UTC date the batch
+//! was written. Event dates can be anything (late events, replays of 2019 data), but batches
+//! are written in time order, so a reader finds new files by listing only the manifest
+//! folders of recent days.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use object_store::path::Path;
@@ -20,6 +26,9 @@ pub const TRANSACTIONS_PREFIX: &str = "bronze/transactions";
 pub const DEAD_LETTER_PREFIX: &str = "dead_letter/transactions";
 /// Prefix of the streamer's per-partition batch records under the root.
 pub const STREAMER_STATE_PREFIX: &str = "_streamer";
+
+/// Prefix of the manifests of written batches under the root.
+pub const MANIFEST_PREFIX: &str = "_manifests";
 
 /// The Kafka range one batch of one partition covers, both ends inclusive.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -92,6 +101,32 @@ pub fn batch_record(root: &Path, topic: &str, partition: i32) -> Path {
         root,
         &format!("{STREAMER_STATE_PREFIX}/{topic}/partition={partition}.json"),
     )
+}
+
+/// The folder holding the manifest folders of `topic`, one per day.
+pub fn manifests_root(root: &Path, topic: &str) -> Path {
+    join(root, &format!("{MANIFEST_PREFIX}/{topic}"))
+}
+
+/// The folder of the manifests of `topic` written on `date`.
+pub fn manifest_folder(root: &Path, topic: &str, date: NaiveDate) -> Path {
+    join(&manifests_root(root, topic), &format!("date={date}"))
+}
+
+/// The folder holding every payment-event file.
+pub fn transactions_root(root: &Path) -> Path {
+    join(root, TRANSACTIONS_PREFIX)
+}
+
+/// The key of the manifest of `range`, written on `date`.
+pub fn manifest(root: &Path, date: NaiveDate, range: &BatchRange) -> Path {
+    let name = range.file_name().replace(".parquet", ".json");
+    join(&manifest_folder(root, &range.topic, date), &name)
+}
+
+/// Parses the date out of a manifest folder name such as `date=2026-11-02`.
+pub fn manifest_folder_date(name: &str) -> Option<NaiveDate> {
+    name.strip_prefix("date=")?.parse().ok()
 }
 
 /// The UTC date of a time.
@@ -170,6 +205,12 @@ mod tests {
             dead.as_ref()
                 .starts_with("dead_letter/transactions/year=2026/month=03/day=07/")
         );
+        assert_eq!(
+            manifest(&root, date, &range()).as_ref(),
+            "lake/prod/_manifests/pay-ments/date=2026-03-07/\
+             pay-ments-p00002-o00000000000000000100-00000000000000002599.json"
+        );
+        assert_eq!(manifest_folder_date("date=2026-03-07"), Some(date));
         assert_eq!(
             batch_record(&root, "pay-ments", 2).as_ref(),
             "lake/prod/_streamer/pay-ments/partition=2.json"

@@ -119,3 +119,16 @@ pub fn metric(body: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Creates an empty database on the server of `url` and returns its URL.
+pub async fn fresh_database(url: &str) -> String {
+    let admin = sqlx::PgPool::connect(url).await.unwrap();
+    let name = unique_name("load").replace('-', "_");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut parsed = url::Url::parse(url).unwrap();
+    parsed.set_path(&name);
+    parsed.to_string()
+}

@@ -1,0 +1,638 @@
+//! `fintech load`: bronze Parquet into the silver tables of PostgreSQL, audited.
+//!
+//! A run finds the bronze files not loaded yet through the streamer's manifests, reads them,
+//! validates and de-duplicates their rows, and loads them with `COPY` into a temporary table
+//! followed by `INSERT … ON CONFLICT DO NOTHING`. [`Loader::load_in_one_transaction`] holds
+//! the rule that makes every file load exactly once; every run, successful or not, leaves a
+//! row in `metadata.load_audit`.
+
+pub mod rows;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::bronze::layout;
+use crate::streamer::BatchRecord;
+use rows::{COPY_COLUMNS, RowStats, RunRows};
+
+/// Key of the advisory lock that serialises load transactions across loaders.
+const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
+
+/// What a run looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// The topic whose manifests are read.
+    pub topic: String,
+    /// At most this many files per run; the rest waits for the next run.
+    pub max_files_per_run: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        Self {
+            topic: "transactions".to_owned(),
+            max_files_per_run: 2_000,
+        }
+    }
+}
+
+/// Errors of a load run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A statement failed or the warehouse is unreachable.
+    #[error("database operation failed while {action}: {source}")]
+    Database {
+        /// What the loader was doing.
+        action: &'static str,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// Listing or reading bronze failed.
+    #[error("reading bronze object {path} failed: {source}")]
+    Store {
+        /// The object or prefix.
+        path: String,
+        /// Why.
+        source: object_store::Error,
+    },
+    /// A bronze file is not readable Parquet.
+    #[error("bronze file {path} is not readable Parquet: {source}")]
+    Parquet {
+        /// The object.
+        path: String,
+        /// Why.
+        source: parquet::errors::ParquetError,
+    },
+    /// A file's columns are not the bronze schema's.
+    #[error(transparent)]
+    Schema(#[from] rows::SchemaMismatch),
+    /// A manifest is not a batch record.
+    #[error("manifest {path} is corrupt: {source}")]
+    Manifest {
+        /// The object.
+        path: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> LoadError {
+    move |source| LoadError::Database { action, source }
+}
+
+fn store(path: &Path) -> impl FnOnce(object_store::Error) -> LoadError + '_ {
+    move |source| LoadError::Store {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Outcome of one run, as audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The audit row's id.
+    pub run_id: Uuid,
+    /// `SUCCESS` or `FAILED`.
+    pub status: &'static str,
+    /// Files found not yet loaded.
+    pub files_pending: u64,
+    /// Files loaded.
+    pub files_loaded: u64,
+    /// Rows inserted into `raw.transactions`.
+    pub rows_loaded: u64,
+    /// Rows already in the warehouse or repeated within the run.
+    pub rows_duplicate: u64,
+    /// Row counts.
+    pub stats: RowStats,
+    /// The error of a failed run.
+    pub error: Option<String>,
+}
+
+/// A run that could not even be audited, because the warehouse was unreachable; it is
+/// audited as soon as the warehouse answers again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnauditedFailure {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Why it failed.
+    pub error: String,
+}
+
+/// Metrics of the loader, under `fintech_loader_*`.
+#[derive(Clone, Default)]
+pub struct LoaderMetrics {
+    runs: Family<StatusLabels, Counter>,
+    files_loaded: Counter,
+    rows_loaded: Counter,
+    rows_rejected: Counter,
+    rows_duplicate: Counter,
+    last_success: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+impl LoaderMetrics {
+    /// Registers the metrics under `fintech_loader_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("fintech_loader");
+        registry.register(
+            "runs",
+            "Load runs, by status (SUCCESS, FAILED)",
+            self.runs.clone(),
+        );
+        registry.register(
+            "files_loaded",
+            "Bronze files loaded",
+            self.files_loaded.clone(),
+        );
+        registry.register(
+            "rows_loaded",
+            "Rows inserted into raw.transactions",
+            self.rows_loaded.clone(),
+        );
+        registry.register(
+            "rows_rejected",
+            "Rows refused by validation",
+            self.rows_rejected.clone(),
+        );
+        registry.register(
+            "rows_duplicate",
+            "Rows already loaded or repeated",
+            self.rows_duplicate.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a run last succeeded (Unix time)",
+            self.last_success.clone(),
+        );
+    }
+
+    fn run_finished(&self, report: &RunReport) {
+        self.runs
+            .get_or_create(&StatusLabels {
+                status: report.status,
+            })
+            .inc();
+        self.files_loaded.inc_by(report.files_loaded);
+        self.rows_loaded.inc_by(report.rows_loaded);
+        self.rows_rejected.inc_by(report.stats.rejected_total());
+        self.rows_duplicate.inc_by(report.rows_duplicate);
+        if report.status == "SUCCESS" {
+            self.last_success.set(Utc::now().timestamp());
+        }
+    }
+}
+
+/// A bronze file to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingFile {
+    path: Path,
+}
+
+/// What discovery found.
+#[derive(Debug, Default)]
+struct Discovery {
+    files: Vec<PendingFile>,
+    /// Manifests (path, date) that are complete once this run's files are loaded.
+    manifests: Vec<(String, NaiveDate)>,
+}
+
+/// Counts of a load transaction.
+#[derive(Debug, Default)]
+struct Loaded {
+    files_pending: u64,
+    files_loaded: u64,
+    rows_loaded: u64,
+    stats: RowStats,
+}
+
+/// The loader: one warehouse, one lake.
+pub struct Loader {
+    pool: PgPool,
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    config: LoaderConfig,
+    metrics: LoaderMetrics,
+}
+
+impl Loader {
+    /// A loader from the lake at `root` of `store` into the warehouse of `pool`.
+    pub fn new(
+        pool: PgPool,
+        store: Arc<dyn ObjectStore>,
+        root: Path,
+        config: LoaderConfig,
+        metrics: LoaderMetrics,
+    ) -> Self {
+        Self {
+            pool,
+            store,
+            root,
+            config,
+            metrics,
+        }
+    }
+
+    /// One audited run. The audit row is written first (status `RUNNING`) and completed in
+    /// its own transaction whatever happens, so a failed run is as visible as a good one.
+    /// `Err` means the warehouse could not even take the audit row.
+    pub async fn run_once(&self) -> Result<RunReport, UnauditedFailure> {
+        let run_id = Uuid::new_v4();
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let unaudited = |error: LoadError| UnauditedFailure {
+            run_id,
+            started_at,
+            error: error.to_string(),
+        };
+        sqlx::query(
+            "insert into metadata.load_audit (run_id, started_at, status, loader_version, host) \
+             values ($1, $2, 'RUNNING', $3, $4)",
+        )
+        .bind(run_id)
+        .bind(started_at)
+        .bind(env!("CARGO_PKG_VERSION"))
+        .bind(host())
+        .execute(&self.pool)
+        .await
+        .map_err(db("writing the audit row"))
+        .map_err(unaudited)?;
+
+        let result = self.load_in_one_transaction(run_id).await;
+        let (loaded, error) = match result {
+            Ok(loaded) => (loaded, None),
+            Err(error) => {
+                tracing::error!(%run_id, %error, "load run failed");
+                (Loaded::default(), Some(error.to_string()))
+            }
+        };
+        let rows_duplicate =
+            loaded.stats.duplicate_in_run + (loaded.stats.accepted - loaded.rows_loaded);
+        let report = RunReport {
+            run_id,
+            status: if error.is_none() { "SUCCESS" } else { "FAILED" },
+            files_pending: loaded.files_pending,
+            files_loaded: loaded.files_loaded,
+            rows_loaded: loaded.rows_loaded,
+            rows_duplicate,
+            stats: loaded.stats,
+            error,
+        };
+        self.finish_audit(&report, started.elapsed())
+            .await
+            .map_err(unaudited)?;
+        self.metrics.run_finished(&report);
+        Ok(report)
+    }
+
+    /// Audits runs that failed while the warehouse was unreachable.
+    pub async fn audit_unreachable(&self, failures: &[UnauditedFailure]) -> Result<(), LoadError> {
+        for failure in failures {
+            sqlx::query(
+                "insert into metadata.load_audit \
+                 (run_id, started_at, finished_at, duration_ms, status, error, loader_version, host) \
+                 values ($1, $2, now(), 0, 'FAILED', $3, $4, $5) on conflict (run_id) do nothing",
+            )
+            .bind(failure.run_id)
+            .bind(failure.started_at)
+            .bind(&failure.error)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .bind(host())
+            .execute(&self.pool)
+            .await
+            .map_err(db("auditing a run that failed while the warehouse was unreachable"))?;
+        }
+        Ok(())
+    }
+
+    async fn finish_audit(&self, report: &RunReport, duration: Duration) -> Result<(), LoadError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("completing the audit row"))?;
+        sqlx::query(
+            "update metadata.load_audit set finished_at = now(), duration_ms = $2, status = $3, \
+             files_pending = $4, files_loaded = $5, rows_read = $6, rows_loaded = $7, \
+             rows_rejected = $8, rows_duplicate = $9, error = $10 where run_id = $1",
+        )
+        .bind(report.run_id)
+        .bind(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
+        .bind(report.status)
+        .bind(count(report.files_pending))
+        .bind(count(report.files_loaded))
+        .bind(count(report.stats.read))
+        .bind(count(report.rows_loaded))
+        .bind(count(report.stats.rejected_total()))
+        .bind(count(report.rows_duplicate))
+        .bind(&report.error)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("completing the audit row"))?;
+
+        let mut metrics: Vec<(&str, String, u64)> = vec![
+            ("rows_read", String::new(), report.stats.read),
+            (
+                "duplicates_in_run",
+                String::new(),
+                report.stats.duplicate_in_run,
+            ),
+            (
+                "duplicates_already_loaded",
+                String::new(),
+                report.rows_duplicate - report.stats.duplicate_in_run,
+            ),
+            ("invalid_rows", String::new(), report.stats.rejected_total()),
+        ];
+        for (reason, n) in &report.stats.rejected {
+            metrics.push(("invalid_rows", reason.as_str().to_owned(), *n));
+        }
+        for (column, n) in &report.stats.nulls {
+            metrics.push(("nulls", (*column).to_owned(), *n));
+        }
+        let (names, dimensions, values): (Vec<&str>, Vec<String>, Vec<i64>) =
+            metrics.into_iter().fold(
+                (vec![], vec![], vec![]),
+                |(mut a, mut b, mut c), (name, dimension, value)| {
+                    a.push(name);
+                    b.push(dimension);
+                    c.push(count(value));
+                    (a, b, c)
+                },
+            );
+        sqlx::query(
+            "insert into metadata.data_quality_metrics (run_id, metric, dimension, value) \
+             select $1, * from unnest($2::text[], $3::text[], $4::bigint[])",
+        )
+        .bind(report.run_id)
+        .bind(&names)
+        .bind(&dimensions)
+        .bind(&values)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("writing the quality metrics"))?;
+        tx.commit().await.map_err(db("completing the audit row"))
+    }
+
+    /// Loads every pending file in one transaction.
+    ///
+    /// **Invariant: a bronze file is loaded exactly once.** Discovery, the rows and the
+    /// `metadata.loaded_files` rows of a run commit together, under an advisory lock that
+    /// serialises loaders: a run that dies half way leaves nothing, a second loader sees the
+    /// first one's files as loaded, and `ON CONFLICT (event_id) DO NOTHING` keeps an event
+    /// that arrives in two files (a producer retry) to one row.
+    async fn load_in_one_transaction(&self, run_id: Uuid) -> Result<Loaded, LoadError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting the load transaction"))?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(LOAD_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("taking the load lock"))?;
+        let discovery = self.discover(&mut tx).await?;
+        let mut loaded = Loaded {
+            files_pending: discovery.files.len() as u64,
+            ..Loaded::default()
+        };
+        let mut rows = RunRows::default();
+        let mut files = Vec::new();
+        let run_text = run_id.to_string();
+        for file in &discovery.files {
+            let (bytes, etag) = self.read(&file.path).await?;
+            let size = bytes.len() as i64;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|builder| builder.build())
+                .map_err(|source| LoadError::Parquet {
+                    path: file.path.to_string(),
+                    source,
+                })?;
+            let before = rows.stats.read;
+            for batch in reader {
+                let batch = batch.map_err(|source| LoadError::Parquet {
+                    path: file.path.to_string(),
+                    source: source.into(),
+                })?;
+                rows.add_batch(file.path.as_ref(), &batch, &run_text)?;
+            }
+            files.push((
+                file.path.to_string(),
+                size,
+                etag,
+                count(rows.stats.read - before),
+            ));
+        }
+
+        sqlx::query("create temporary table load_stage (like raw.transactions including defaults) on commit drop")
+            .execute(&mut *tx)
+            .await
+            .map_err(db("creating the staging table"))?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "copy load_stage ({COPY_COLUMNS}) from stdin (format text)"
+            ))
+            .await
+            .map_err(db("starting COPY"))?;
+        copy.send(rows.copy_text.as_slice())
+            .await
+            .map_err(db("sending COPY data"))?;
+        copy.finish().await.map_err(db("finishing COPY"))?;
+        loaded.rows_loaded = sqlx::query(&format!(
+            "insert into raw.transactions ({COPY_COLUMNS}) select {COPY_COLUMNS} from load_stage \
+             on conflict (event_id) do nothing"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting into raw.transactions"))?
+        .rows_affected();
+
+        insert_rejections(&mut tx, &rows, run_id).await?;
+        insert_loaded(&mut tx, &files, &discovery.manifests, run_id).await?;
+        tx.commit().await.map_err(db("committing the load"))?;
+        loaded.files_loaded = files.len() as u64;
+        loaded.stats = rows.stats;
+        Ok(loaded)
+    }
+
+    /// Finds the files not loaded yet. Manifests are listed only in the folders of the
+    /// latest loaded day and after (one day of overlap covers batches written around
+    /// midnight); a manifest already loaded is skipped without being read.
+    async fn discover(&self, tx: &mut PgConnection) -> Result<Discovery, LoadError> {
+        let prefix = layout::manifests_root(&self.root, &self.config.topic);
+        let transactions = format!("{}/", layout::transactions_root(&self.root));
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(store(&prefix))?;
+        let latest: Option<NaiveDate> =
+            sqlx::query_scalar("select max(manifest_date) from metadata.loaded_manifests")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("reading the latest loaded manifest date"))?;
+        let since = latest.map(|date| date - chrono::Duration::days(1));
+        let mut dates: Vec<(NaiveDate, Path)> = listing
+            .common_prefixes
+            .into_iter()
+            .filter_map(|folder| Some((layout::manifest_folder_date(folder.filename()?)?, folder)))
+            .filter(|(date, _)| since.is_none_or(|since| *date >= since))
+            .collect();
+        dates.sort();
+
+        let mut discovery = Discovery::default();
+        for (date, folder) in dates {
+            let mut manifests: Vec<Path> = self
+                .store
+                .list(Some(&folder))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await
+                .map_err(store(&folder))?;
+            manifests.sort();
+            let names: Vec<String> = manifests.iter().map(ToString::to_string).collect();
+            let done: HashSet<String> = sqlx::query_scalar(
+                "select path from metadata.loaded_manifests where path = any($1)",
+            )
+            .bind(&names)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading loaded manifests"))?
+            .into_iter()
+            .collect();
+            for manifest in manifests.into_iter().filter(|m| !done.contains(m.as_ref())) {
+                if discovery.files.len() >= self.config.max_files_per_run {
+                    return Ok(discovery);
+                }
+                let (bytes, _) = self.read(&manifest).await?;
+                let record: BatchRecord =
+                    serde_json::from_slice(&bytes).map_err(|source| LoadError::Manifest {
+                        path: manifest.to_string(),
+                        source,
+                    })?;
+                let candidates: Vec<String> = record
+                    .files
+                    .into_iter()
+                    .filter(|f| f.starts_with(&transactions))
+                    .collect();
+                let already: HashSet<String> = sqlx::query_scalar(
+                    "select path from metadata.loaded_files where path = any($1)",
+                )
+                .bind(&candidates)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading loaded files"))?
+                .into_iter()
+                .collect();
+                discovery.files.extend(
+                    candidates
+                        .into_iter()
+                        .filter(|f| !already.contains(f))
+                        .map(|f| PendingFile {
+                            path: Path::from(f),
+                        }),
+                );
+                discovery.manifests.push((manifest.to_string(), date));
+            }
+        }
+        Ok(discovery)
+    }
+
+    async fn read(&self, path: &Path) -> Result<(Bytes, Option<String>), LoadError> {
+        let result = self.store.get(path).await.map_err(store(path))?;
+        let etag = result.meta.e_tag.clone();
+        let bytes = result.bytes().await.map_err(store(path))?;
+        Ok((bytes, etag))
+    }
+}
+
+async fn insert_rejections(
+    tx: &mut PgConnection,
+    rows: &RunRows,
+    run_id: Uuid,
+) -> Result<(), LoadError> {
+    if rows.rejections.is_empty() {
+        return Ok(());
+    }
+    let r = &rows.rejections;
+    sqlx::query(
+        "insert into raw.rejected_transactions \
+         (bronze_file, kafka_partition, kafka_offset, event_id, transaction_id, reason, row_data, load_run_id) \
+         select f, p, o, e, t, r, d::jsonb, $8 \
+         from unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+              as u(f, p, o, e, t, r, d) \
+         on conflict do nothing",
+    )
+    .bind(r.iter().map(|x| x.bronze_file.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.partition).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.offset).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.event_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.transaction_id.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.reason.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.row.to_string()).collect::<Vec<_>>())
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("inserting rejected rows"))?;
+    Ok(())
+}
+
+async fn insert_loaded(
+    tx: &mut PgConnection,
+    files: &[(String, i64, Option<String>, i64)],
+    manifests: &[(String, NaiveDate)],
+    run_id: Uuid,
+) -> Result<(), LoadError> {
+    sqlx::query(
+        "insert into metadata.loaded_files (path, size_bytes, etag, rows_read, run_id) \
+         select p, s, e, r, $5 from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) as u(p, s, e, r)",
+    )
+    .bind(files.iter().map(|f| f.0.clone()).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.1).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.2.clone()).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.3).collect::<Vec<_>>())
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("recording loaded files"))?;
+    sqlx::query(
+        "insert into metadata.loaded_manifests (path, manifest_date, run_id) \
+         select p, d, $3 from unnest($1::text[], $2::date[]) as u(p, d) on conflict do nothing",
+    )
+    .bind(manifests.iter().map(|m| m.0.clone()).collect::<Vec<_>>())
+    .bind(manifests.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("recording loaded manifests"))?;
+    Ok(())
+}
+
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned())
+}

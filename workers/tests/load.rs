@@ -1,0 +1,350 @@
+//! The loader on the embedded PostgreSQL and on the real server: every count of the audit and
+//! the quality tables, idempotent reloads, a failed run that leaves nothing behind, and the
+//! silent-failure view.
+
+mod common;
+
+use std::collections::HashSet;
+
+use chrono::{TimeZone, Utc};
+use common::{fresh_database, testenv_var};
+use fintech_workers::bronze::decode;
+use fintech_workers::bronze::layout::{self, BatchRange};
+use fintech_workers::event::PaymentEvent;
+use fintech_workers::faults::FaultRates;
+use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport};
+use fintech_workers::producer::{self, EventStream, ProducerMetrics, RunLimits, StreamConfig};
+use fintech_workers::sink::ChannelSink;
+use fintech_workers::source::{CommittedPositions, InProcessSource};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::streamer::{BatchPolicy, BatchRecord, Streamer, StreamerMetrics};
+use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// What the loader must find in a lake, computed from the producer's own stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Expected {
+    bronze_rows: u64,
+    rejected: u64,
+    loaded: u64,
+    duplicate: u64,
+}
+
+fn stream_config(seed: u64) -> StreamConfig {
+    StreamConfig {
+        seed,
+        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
+        payments_per_day: 2_000,
+        faults: FaultRates {
+            malformed_json: 0.02,
+            duplicate: 0.05,
+            non_positive_amount: 0.03,
+            null_customer_id: 0.03,
+            ..FaultRates::default()
+        },
+        ..StreamConfig::default()
+    }
+}
+
+fn expected(seed: u64, count: usize) -> Expected {
+    let mut stream = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
+    let mut expected = Expected::default();
+    let mut seen = HashSet::new();
+    for _ in 0..count {
+        let payload = stream.next_message().unwrap().message.payload;
+        let Ok(event) = decode::decode(Some(&payload), 1 << 20) else {
+            continue;
+        };
+        expected.bronze_rows += 1;
+        if !valid(&event) {
+            expected.rejected += 1;
+        } else if seen.insert(event.event_id) {
+            expected.loaded += 1;
+        } else {
+            expected.duplicate += 1;
+        }
+    }
+    expected
+}
+
+fn valid(event: &PaymentEvent) -> bool {
+    event.customer_id.as_deref().is_some_and(|c| !c.is_empty()) && event.amount > Decimal::ZERO
+}
+
+/// Produces `count` messages through the in-process channel and streams them into `lake`.
+/// `positions` carries the in-process topic's offsets from one fill to the next, as Kafka would.
+async fn fill_lake(lake: &StorageOptions, positions: &CommittedPositions, seed: u64, count: u64) {
+    let (store, root) = lake.open().unwrap();
+    let (mut sink, receiver) = ChannelSink::new(1_000);
+    let source = InProcessSource::new("transactions", receiver, 3, positions.clone());
+    let policy = BatchPolicy {
+        max_rows: 700,
+        ..BatchPolicy::default()
+    };
+    let streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
+    let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
+    let mut stream = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
+    let limits = RunLimits {
+        count: Some(count),
+        rate: None,
+    };
+    let hidden = indicatif::ProgressBar::hidden();
+    producer::run(
+        &mut stream,
+        &mut sink,
+        limits,
+        &CancellationToken::new(),
+        &hidden,
+    )
+    .await
+    .unwrap();
+    drop(sink);
+    streaming.await.unwrap().unwrap();
+}
+
+fn loader(pool: &PgPool, lake: &StorageOptions) -> Loader {
+    let (store, root) = lake.open().unwrap();
+    Loader::new(
+        pool.clone(),
+        store,
+        root,
+        LoaderConfig::default(),
+        LoaderMetrics::default(),
+    )
+}
+
+async fn scalar(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+async fn health(pool: &PgPool, run: &RunReport) -> String {
+    sqlx::query_scalar("select health from metadata.load_health where run_id = $1")
+        .bind(run.run_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// The whole scenario, against the warehouse behind `options`.
+async fn scenario(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    let count = 3_000;
+    let positions = CommittedPositions::default();
+    fill_lake(&lake, &positions, 7, count).await;
+    let expected = expected(7, count as usize);
+    assert!(
+        expected.rejected > 100 && expected.duplicate > 50,
+        "{expected:?}"
+    );
+
+    // First run: every count in the audit and the tables.
+    let first = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(first.status, "SUCCESS", "{:?}", first.error);
+    assert!(first.files_loaded > 3);
+    assert_eq!(first.files_pending, first.files_loaded);
+    assert_eq!(first.stats.read, expected.bronze_rows);
+    assert_eq!(first.stats.rejected_total(), expected.rejected);
+    assert_eq!(first.rows_loaded, expected.loaded);
+    assert_eq!(first.rows_duplicate, expected.duplicate);
+    assert_eq!(
+        scalar(&pool, "select count(*) from raw.transactions").await,
+        expected.loaded as i64
+    );
+    assert_eq!(
+        scalar(&pool, "select count(*) from raw.rejected_transactions").await,
+        expected.rejected as i64
+    );
+    let audit: (String, i32, i64, i64, i64, i64) = sqlx::query_as(
+        "select status, files_loaded, rows_read, rows_loaded, rows_rejected, rows_duplicate \
+         from metadata.load_audit where run_id = $1",
+    )
+    .bind(first.run_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audit,
+        (
+            "SUCCESS".to_owned(),
+            first.files_loaded as i32,
+            expected.bronze_rows as i64,
+            expected.loaded as i64,
+            expected.rejected as i64,
+            expected.duplicate as i64
+        )
+    );
+    let metric = |name: &'static str, dimension: &'static str| {
+        let pool = pool.clone();
+        let run = first.run_id;
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select value from metadata.data_quality_metrics \
+                 where run_id = $1 and metric = $2 and dimension = $3",
+            )
+            .bind(run)
+            .bind(name)
+            .bind(dimension)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        metric("duplicates_in_run", "").await,
+        expected.duplicate as i64
+    );
+    assert_eq!(metric("invalid_rows", "").await, expected.rejected as i64);
+    assert!(metric("invalid_rows", "missing_customer_id").await > 0);
+    assert!(metric("invalid_rows", "non_positive_amount").await > 0);
+    assert!(metric("nulls", "customer_id").await > 0);
+    assert_eq!(health(&pool, &first).await, "healthy");
+
+    // Second run: nothing new, nothing loaded twice.
+    let second = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(
+        (second.status, second.files_pending, second.rows_loaded),
+        ("SUCCESS", 0, 0)
+    );
+    assert_eq!(
+        scalar(&pool, "select count(*) from raw.transactions").await,
+        expected.loaded as i64
+    );
+    assert_eq!(health(&pool, &second).await, "healthy");
+
+    // A failure mid-run: new data arrives with a corrupt file among it. The run fails, is
+    // audited as FAILED, and leaves no row of the new data behind.
+    fill_lake(&lake, &positions, 8, 500).await;
+    let (store, root) = lake.open().unwrap();
+    let (corrupt, corrupt_manifest) = corrupt_batch(store.as_ref(), &root).await;
+    let failed = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(failed.status, "FAILED");
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not readable Parquet"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        scalar(&pool, "select count(*) from raw.transactions").await,
+        expected.loaded as i64
+    );
+    assert_eq!(health(&pool, &failed).await, "explicit_failure");
+    let error: String =
+        sqlx::query_scalar("select error from metadata.load_audit where run_id = $1")
+            .bind(failed.run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(error.contains(corrupt.as_ref()));
+
+    // Fixed by removing the bogus batch, the next run loads the new data. Then a copy of an
+    // already-loaded file arrives: a run whose only file holds nothing new stands out.
+    store.delete(&corrupt).await.unwrap();
+    store.delete(&corrupt_manifest).await.unwrap();
+    let recovered = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(recovered.status, "SUCCESS");
+    assert!(recovered.rows_loaded > 0);
+    let replayed = replay_loaded_file(store.as_ref(), &root).await;
+    let silent = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(
+        (silent.status, silent.files_pending, silent.rows_loaded),
+        ("SUCCESS", 1, 0),
+        "{replayed}"
+    );
+    assert_eq!(health(&pool, &silent).await, "silent_failure");
+    pool.close().await;
+}
+
+/// Stores `body` as the only file of a new batch of `partition`, with its manifest, the way
+/// the streamer would; returns the file and the manifest.
+async fn put_batch(
+    store: &dyn ObjectStore,
+    root: &Path,
+    partition: i32,
+    body: PutPayload,
+) -> (Path, Path) {
+    let range = BatchRange {
+        topic: "transactions".to_owned(),
+        partition,
+        first_offset: 0,
+        last_offset: 0,
+    };
+    let date = Utc::now().date_naive();
+    let file = layout::transactions_file(root, date, &range);
+    store.put(&file, body).await.unwrap();
+    let record = BatchRecord {
+        range: range.clone(),
+        files: vec![file.to_string()],
+    };
+    let manifest = layout::manifest(root, date, &range);
+    let record = PutPayload::from(serde_json::to_vec(&record).unwrap());
+    store.put(&manifest, record).await.unwrap();
+    (file, manifest)
+}
+
+/// Adds a batch whose only file is not Parquet, as a buggy writer might leave.
+async fn corrupt_batch(store: &dyn ObjectStore, root: &Path) -> (Path, Path) {
+    put_batch(store, root, 99, PutPayload::from_static(b"not parquet")).await
+}
+
+/// Copies a loaded file under a new batch: data delivered twice.
+async fn replay_loaded_file(store: &dyn ObjectStore, root: &Path) -> String {
+    use futures::TryStreamExt;
+    let files: Vec<_> = store
+        .list(Some(&layout::transactions_root(root)))
+        .try_collect()
+        .await
+        .unwrap();
+    let original = &files[0].location;
+    let bytes = store.get(original).await.unwrap().bytes().await.unwrap();
+    put_batch(store, root, 98, PutPayload::from(bytes)).await;
+    original.to_string()
+}
+
+#[tokio::test]
+async fn loads_bronze_exactly_once_on_the_embedded_postgres() {
+    let folder = tempfile::tempdir().unwrap();
+    let warehouse = EmbeddedWarehouse::start(folder.path()).unwrap();
+    scenario(warehouse.options()).await;
+    warehouse.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn loads_bronze_exactly_once_on_the_postgres_server() {
+    let url = testenv_var("DATABASE_URL");
+    scenario(WarehouseOptions::url(&fresh_database(&url).await, 4)).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_warehouse_fails_the_once_run_with_a_clear_error() {
+    let folder = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args([
+            "load",
+            "--once",
+            "--log-format",
+            "text",
+            "--connect-timeout-secs",
+            "2",
+        ])
+        .args(["--database-url", "postgres://fintech:x@127.0.0.1:1/fintech"])
+        .args(["--lake-url", &format!("file://{}", folder.path().display())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("giving up on the warehouse"), "{stderr}");
+    assert!(
+        stderr.contains("fintech:***@"),
+        "the password is redacted: {stderr}"
+    );
+}
