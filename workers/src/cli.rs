@@ -22,6 +22,7 @@ use fintech_workers::status_server::{self, Readiness};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::telemetry::{self, LogFormat};
+use fintech_workers::transform::{self, Project, TransformOptions};
 use fintech_workers::warehouse::WarehouseOptions;
 
 /// The fintech payment-analytics pipeline.
@@ -46,6 +47,8 @@ pub enum Command {
     Stream(StreamArgs),
     /// Load bronze files into the PostgreSQL silver tables, audited.
     Load(LoadArgs),
+    /// Build the gold tables from silver with the SQL models, then run the data tests.
+    Transform(TransformArgs),
 }
 
 impl Command {
@@ -55,6 +58,7 @@ impl Command {
             Self::Produce(args) => produce(args).await,
             Self::Stream(args) => stream(args).await,
             Self::Load(args) => load(args).await,
+            Self::Transform(args) => transform_command(args).await,
         }
     }
 }
@@ -195,6 +199,34 @@ pub struct LoadArgs {
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+}
+
+/// Flags of `fintech transform`.
+#[derive(Debug, Args)]
+pub struct TransformArgs {
+    #[command(flatten)]
+    warehouse: WarehouseOptions,
+
+    /// Run only this model and the models downstream of it.
+    #[arg(long, env = "FINTECH_TRANSFORM_SELECT")]
+    select: Option<String>,
+
+    /// Rebuild incremental models from scratch (picks up settlements older than the window).
+    #[arg(long, env = "FINTECH_FULL_REFRESH")]
+    full_refresh: bool,
+
+    /// Days before the latest change already in an incremental model that a run re-reads.
+    #[arg(long, env = "FINTECH_LOOKBACK_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=365))]
+    lookback_days: u32,
+
+    /// Print the models in run order with what each reads, and the data tests; run nothing.
+    #[arg(long)]
+    list: bool,
+
+    /// Read seeds, models and tests from this folder (laid out like `sql/`) instead of the
+    /// ones built in.
+    #[arg(long, env = "FINTECH_SQL_DIR")]
+    sql_dir: Option<PathBuf>,
 }
 
 /// Fault injection rates, each between 0 and 1, default 0.
@@ -393,6 +425,43 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         let _ = server.await;
     }
     outcome
+}
+
+async fn transform_command(args: TransformArgs) -> anyhow::Result<()> {
+    let project = match &args.sql_dir {
+        Some(folder) => Project::from_folder(folder)?,
+        None => Project::embedded()?,
+    };
+    if args.list {
+        print!("{}", project.describe());
+        println!();
+        for test in &project.tests {
+            println!("test {}", test.name);
+        }
+        return Ok(());
+    }
+    let pool = args.warehouse.connect_and_migrate().await?;
+    let options = TransformOptions {
+        select: args.select.clone(),
+        full_refresh: args.full_refresh,
+        lookback_days: args.lookback_days,
+    };
+    let report = transform::run(&pool, &project, &options).await?;
+    for node in &report.nodes {
+        let rows = node.rows.map(|r| r.to_string()).unwrap_or_default();
+        println!(
+            "{:<8} {:<7} {:>10}  {}",
+            node.status, node.kind, rows, node.node
+        );
+    }
+    if report.failed() {
+        bail!(
+            "transform run {} failed:\n{}",
+            report.run_id,
+            report.failures()
+        );
+    }
+    Ok(())
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {

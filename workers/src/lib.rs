@@ -18,4 +18,5 @@ pub mod storage;
 pub mod streamer;
 pub mod synthetic;
 pub mod telemetry;
+pub mod transform;
 pub mod warehouse;

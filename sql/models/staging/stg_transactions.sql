@@ -1,0 +1,55 @@
+-- Latest event of each payment, cleaned and typed.
+-- grain: one row per transaction_id
+-- materialized: view
+-- test: unique transaction_id
+-- test: not_null transaction_id, status, payment_time, status_updated_at, customer_id, amount
+-- test: accepted_values status PENDING, SUCCESS, FAILED
+
+with transactions as (
+
+    select * from raw.transactions
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by transaction_id
+            -- the latest event wins; at the same instant a settlement beats a PENDING event
+            order by event_time desc, (status <> 'PENDING') desc, event_id
+        ) as recency,
+        min(event_time) over (partition by transaction_id) as first_event_time
+    from transactions
+
+),
+
+final as (
+
+    select
+        transaction_id,
+        event_id as latest_event_id,
+        status,
+        first_event_time as payment_time,
+        event_time as status_updated_at,
+        customer_id,
+        merchant_id,
+        merchant_name,
+        lower(category) as category,
+        amount,
+        currency,
+        payment_method,
+        city,
+        state,
+        country,
+        latitude,
+        longitude,
+        is_fraud,
+        source
+    from ranked
+    where recency = 1
+
+)
+
+select * from final

@@ -1,0 +1,624 @@
+//! The transform project: seeds, models and data tests from `sql/`, and the DAG between them.
+//!
+//! A model is one SQL file under `models/<schema>/<name>.sql`; it becomes the relation
+//! `<schema>.<name>`. Its header comments configure it:
+//!
+//! ```sql
+//! -- grain: one row per transaction_id
+//! -- materialized: view | table | incremental
+//! -- unique_key: transaction_id            (incremental only)
+//! -- incremental_column: status_updated_at (incremental only)
+//! -- test: unique transaction_id
+//! -- test: not_null transaction_id, status
+//! -- test: accepted_values status PENDING, SUCCESS, FAILED
+//! -- test: relationships customer_id marts.dim_customers customer_id
+//! ```
+//!
+//! Dependencies are derived from the SQL: a model depends on every other model whose
+//! qualified name it mentions. Custom data tests are queries in `tests/` that return the
+//! failing rows. Seeds are the CSV files in `seeds/`, loaded as `seeds.<name>`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use include_dir::{Dir, include_dir};
+
+/// The project built into the binary.
+static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../sql");
+
+/// Schema that seeds are loaded into.
+pub const SEEDS_SCHEMA: &str = "seeds";
+
+/// Model layers, in the order they may depend on each other.
+const LAYERS: [&str; 3] = ["staging", "intermediate", "marts"];
+
+/// Errors in the project itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A header line is not understood.
+    #[error("{file}: {message}")]
+    Header {
+        /// The model or test file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The models depend on each other in a circle.
+    #[error("models depend on each other in a cycle: {0}")]
+    Cycle(String),
+    /// `--select` names no model.
+    #[error("no model is named {0:?}; `fintech transform --list` shows the models")]
+    UnknownModel(String),
+}
+
+/// How a model is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Materialized {
+    /// A view, replaced on every run.
+    View,
+    /// A table, rebuilt on every run.
+    Table,
+    /// A table merged on its unique key with the rows changed within the lookback window.
+    Incremental,
+}
+
+/// A test declared in a model's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenericTest {
+    /// No two rows share these columns.
+    Unique(Vec<String>),
+    /// The column is never null.
+    NotNull(String),
+    /// The column holds only these values.
+    AcceptedValues {
+        /// The column.
+        column: String,
+        /// The values.
+        values: Vec<String>,
+    },
+    /// Every non-null value of the column exists in another model's column.
+    Relationships {
+        /// The column.
+        column: String,
+        /// The referenced model, `schema.name`.
+        to_model: String,
+        /// The referenced column.
+        to_column: String,
+    },
+}
+
+/// One model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    /// `schema.name`.
+    pub name: String,
+    /// The schema (its layer).
+    pub schema: String,
+    /// The select statement.
+    pub sql: String,
+    /// How it is built.
+    pub materialized: Materialized,
+    /// The merge key of an incremental model.
+    pub unique_key: Option<String>,
+    /// The column an incremental run filters on.
+    pub incremental_column: Option<String>,
+    /// Tests declared in the header.
+    pub tests: Vec<GenericTest>,
+    /// Models it reads, `schema.name`.
+    pub depends_on: BTreeSet<String>,
+}
+
+impl Model {
+    /// The select statement without a trailing semicolon, ready to be embedded.
+    pub fn select(&self) -> &str {
+        self.sql.trim().trim_end_matches(';')
+    }
+}
+
+/// `name` if it is a plain lower-case SQL identifier, which generated SQL may use as is.
+pub fn plain_identifier(name: &str) -> Option<&str> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    ok.then_some(name)
+}
+
+/// A data test: a query returning the failing rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataTest {
+    /// Its name in reports and in `metadata.transform_runs`.
+    pub name: String,
+    /// The query.
+    pub sql: String,
+    /// Models it reads.
+    pub depends_on: BTreeSet<String>,
+}
+
+/// One seed table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The table name in the `seeds` schema.
+    pub name: String,
+    /// The CSV text.
+    pub csv: String,
+}
+
+/// The whole project, models in dependency order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    /// Seed tables.
+    pub seeds: Vec<Seed>,
+    /// Models, each after the models it depends on.
+    pub models: Vec<Model>,
+    /// Custom data tests and those generated from model headers.
+    pub tests: Vec<DataTest>,
+}
+
+impl Project {
+    /// The project built into the binary.
+    pub fn embedded() -> Result<Self, ProjectError> {
+        Self::from_files(embedded_files())
+    }
+
+    /// The project in a folder laid out like `sql/` (for development).
+    pub fn from_folder(folder: &Path) -> Result<Self, ProjectError> {
+        let mut files = Vec::new();
+        let folders = ["seeds", "tests"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(LAYERS.iter().map(|layer| format!("models/{layer}")));
+        for relative in folders {
+            let Ok(entries) = std::fs::read_dir(folder.join(&relative)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let text = std::fs::read_to_string(&path).map_err(|source| ProjectError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                files.push((format!("{relative}/{name}"), text));
+            }
+        }
+        Self::from_files(files)
+    }
+
+    /// Builds the project from (relative path, text) pairs.
+    pub fn from_files(files: Vec<(String, String)>) -> Result<Self, ProjectError> {
+        let mut seeds = Vec::new();
+        let mut models = Vec::new();
+        let mut custom_tests = Vec::new();
+        for (path, text) in files {
+            let parts: Vec<&str> = path.split('/').collect();
+            match parts.as_slice() {
+                ["seeds", file] if file.ends_with(".csv") => seeds.push(Seed {
+                    name: identifier(&path, file.trim_end_matches(".csv"))?,
+                    csv: text,
+                }),
+                ["models", layer, file] if file.ends_with(".sql") && LAYERS.contains(layer) => {
+                    models.push(parse_model(
+                        &path,
+                        layer,
+                        file.trim_end_matches(".sql"),
+                        &text,
+                    )?);
+                }
+                ["tests", file] if file.ends_with(".sql") => custom_tests.push(DataTest {
+                    name: identifier(&path, file.trim_end_matches(".sql"))?,
+                    sql: text,
+                    depends_on: BTreeSet::new(),
+                }),
+                _ => {}
+            }
+        }
+        seeds.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        for model in &mut models {
+            model.depends_on = references(&model.sql, &names, Some(&model.name));
+        }
+        let models = order(models)?;
+        let mut tests: Vec<DataTest> = models.iter().flat_map(generic_tests).collect();
+        for mut test in custom_tests {
+            test.depends_on = references(&test.sql, &names, None);
+            tests.push(test);
+        }
+        tests.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self {
+            seeds,
+            models,
+            tests,
+        })
+    }
+
+    /// The models to run for `select`: that model and everything downstream of it; all
+    /// models without a selection.
+    pub fn selection(&self, select: Option<&str>) -> Result<BTreeSet<String>, ProjectError> {
+        let Some(select) = select else {
+            return Ok(self.models.iter().map(|m| m.name.clone()).collect());
+        };
+        let root = self
+            .models
+            .iter()
+            .find(|m| m.name == select || m.name.split('.').nth(1) == Some(select))
+            .ok_or_else(|| ProjectError::UnknownModel(select.to_owned()))?;
+        let mut selected = BTreeSet::from([root.name.clone()]);
+        // Models are in dependency order, so one pass finds every descendant.
+        for model in &self.models {
+            if model.depends_on.iter().any(|d| selected.contains(d)) {
+                selected.insert(model.name.clone());
+            }
+        }
+        Ok(selected)
+    }
+
+    /// The DAG as text, one model per line with what it reads.
+    pub fn describe(&self) -> String {
+        let mut text = String::new();
+        for model in &self.models {
+            let kind = match model.materialized {
+                Materialized::View => "view",
+                Materialized::Table => "table",
+                Materialized::Incremental => "incremental",
+            };
+            let deps: Vec<&str> = model.depends_on.iter().map(String::as_str).collect();
+            text.push_str(&format!(
+                "{:<40} {:<12} <- {}\n",
+                model.name,
+                kind,
+                if deps.is_empty() {
+                    "(sources)".to_owned()
+                } else {
+                    deps.join(", ")
+                }
+            ));
+        }
+        text
+    }
+}
+
+/// The files of the project built into the binary, as (relative path, text) pairs.
+pub fn embedded_files() -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    collect_embedded(&EMBEDDED, &mut files);
+    files
+}
+
+fn collect_embedded(dir: &Dir<'_>, files: &mut Vec<(String, String)>) {
+    for file in dir.files() {
+        if let Some(text) = file.contents_utf8() {
+            files.push((file.path().to_string_lossy().into_owned(), text.to_owned()));
+        }
+    }
+    for sub in dir.dirs() {
+        collect_embedded(sub, files);
+    }
+}
+
+/// Checks that a name from the project is a plain SQL identifier, so that it can be placed
+/// in generated SQL as is.
+fn identifier(file: &str, name: &str) -> Result<String, ProjectError> {
+    plain_identifier(name)
+        .map(str::to_owned)
+        .ok_or_else(|| ProjectError::Header {
+            file: file.to_owned(),
+            message: format!("{name:?} is not a lower-case SQL identifier"),
+        })
+}
+
+fn qualified(file: &str, name: &str) -> Result<String, ProjectError> {
+    match name.split_once('.') {
+        Some((schema, table)) => Ok(format!(
+            "{}.{}",
+            identifier(file, schema)?,
+            identifier(file, table)?
+        )),
+        None => Err(ProjectError::Header {
+            file: file.to_owned(),
+            message: format!("{name:?} is not a schema-qualified model name"),
+        }),
+    }
+}
+
+fn parse_model(path: &str, layer: &str, stem: &str, text: &str) -> Result<Model, ProjectError> {
+    let header_error = |message: String| ProjectError::Header {
+        file: path.to_owned(),
+        message,
+    };
+    let mut model = Model {
+        name: format!("{layer}.{}", identifier(path, stem)?),
+        schema: layer.to_owned(),
+        sql: text.to_owned(),
+        materialized: Materialized::View,
+        unique_key: None,
+        incremental_column: None,
+        tests: Vec::new(),
+        depends_on: BTreeSet::new(),
+    };
+    for line in text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| l.starts_with("--") || l.is_empty())
+    {
+        let Some((key, value)) = line.trim_start_matches('-').trim().split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match key.trim() {
+            "materialized" => {
+                model.materialized = match value {
+                    "view" => Materialized::View,
+                    "table" => Materialized::Table,
+                    "incremental" => Materialized::Incremental,
+                    other => {
+                        return Err(header_error(format!("unknown materialization {other:?}")));
+                    }
+                }
+            }
+            "unique_key" => model.unique_key = Some(identifier(path, value)?),
+            "incremental_column" => model.incremental_column = Some(identifier(path, value)?),
+            "test" => model.tests.extend(parse_test(path, value)?),
+            _ => {}
+        }
+    }
+    if model.materialized == Materialized::Incremental
+        && (model.unique_key.is_none() || model.incremental_column.is_none())
+    {
+        return Err(header_error(
+            "an incremental model needs `unique_key:` and `incremental_column:`".to_owned(),
+        ));
+    }
+    Ok(model)
+}
+
+fn parse_test(path: &str, spec: &str) -> Result<Vec<GenericTest>, ProjectError> {
+    let (kind, rest) = spec.split_once(' ').unwrap_or((spec, ""));
+    let list = |text: &str| -> Result<Vec<String>, ProjectError> {
+        text.split(',')
+            .map(|c| identifier(path, c.trim()))
+            .collect()
+    };
+    Ok(match kind {
+        "unique" => vec![GenericTest::Unique(list(rest)?)],
+        "not_null" => list(rest)?.into_iter().map(GenericTest::NotNull).collect(),
+        "accepted_values" => {
+            let (column, values) = rest.trim().split_once(' ').unwrap_or((rest, ""));
+            let values: Vec<String> = values.split(',').map(|v| v.trim().to_owned()).collect();
+            if let Some(bad) = values
+                .iter()
+                .find(|v| v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(ProjectError::Header {
+                    file: path.to_owned(),
+                    message: format!("accepted value {bad:?} must be letters, digits or '_'"),
+                });
+            }
+            vec![GenericTest::AcceptedValues {
+                column: identifier(path, column.trim())?,
+                values,
+            }]
+        }
+        "relationships" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let [column, to_model, to_column] = words.as_slice() else {
+                return Err(ProjectError::Header {
+                    file: path.to_owned(),
+                    message: "relationships needs: column schema.model column".to_owned(),
+                });
+            };
+            vec![GenericTest::Relationships {
+                column: identifier(path, column)?,
+                to_model: qualified(path, to_model)?,
+                to_column: identifier(path, to_column)?,
+            }]
+        }
+        other => {
+            return Err(ProjectError::Header {
+                file: path.to_owned(),
+                message: format!(
+                    "unknown test {other:?} (unique, not_null, accepted_values, relationships)"
+                ),
+            });
+        }
+    })
+}
+
+/// The models of `names` that `sql` mentions as whole words outside `--` comments, except
+/// `own`.
+fn references(sql: &str, names: &[String], own: Option<&str>) -> BTreeSet<String> {
+    let sql: String = sql
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sql = sql.as_str();
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    names
+        .iter()
+        .filter(|name| Some(name.as_str()) != own)
+        .filter(|name| {
+            sql.match_indices(name.as_str()).any(|(at, _)| {
+                let before = sql[..at].chars().next_back();
+                let after = sql[at + name.len()..].chars().next();
+                !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Orders models so that each comes after its dependencies (Kahn's algorithm, ties broken by
+/// layer then name), or names the models caught in a cycle.
+fn order(models: Vec<Model>) -> Result<Vec<Model>, ProjectError> {
+    let layer = |m: &Model| {
+        LAYERS
+            .iter()
+            .position(|l| *l == m.schema)
+            .unwrap_or(LAYERS.len())
+    };
+    let mut pending: BTreeMap<(usize, String), Model> = models
+        .into_iter()
+        .map(|m| ((layer(&m), m.name.clone()), m))
+        .collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut ordered = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .find(|(_, m)| m.depends_on.iter().all(|d| done.contains(d)))
+            .map(|(key, _)| key.clone());
+        match ready {
+            Some(key) => {
+                let model = pending
+                    .remove(&key)
+                    .unwrap_or_else(|| unreachable!("the key was just found"));
+                done.insert(model.name.clone());
+                ordered.push(model);
+            }
+            None => {
+                let names: Vec<String> = pending.values().map(|m| m.name.clone()).collect();
+                return Err(ProjectError::Cycle(names.join(", ")));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+/// The queries of the tests declared in a model's header.
+fn generic_tests(model: &Model) -> Vec<DataTest> {
+    let table = &model.name;
+    let short = model.name.replace('.', "_");
+    model
+        .tests
+        .iter()
+        .map(|test| match test {
+            GenericTest::Unique(columns) => {
+                let list = columns.join(", ");
+                DataTest {
+                    name: format!("unique_{short}_{}", columns.join("_")),
+                    sql: format!("select {list}, count(*) as occurrences from {table} group by {list} having count(*) > 1"),
+                    depends_on: BTreeSet::from([model.name.clone()]),
+                }
+            }
+            GenericTest::NotNull(column) => DataTest {
+                name: format!("not_null_{short}_{column}"),
+                sql: format!("select * from {table} where {column} is null"),
+                depends_on: BTreeSet::from([model.name.clone()]),
+            },
+            GenericTest::AcceptedValues { column, values } => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+                DataTest {
+                    name: format!("accepted_values_{short}_{column}"),
+                    sql: format!(
+                        "select {column}, count(*) as occurrences from {table} \
+                         where {column} not in ({}) group by {column}",
+                        quoted.join(", ")
+                    ),
+                    depends_on: BTreeSet::from([model.name.clone()]),
+                }
+            }
+            GenericTest::Relationships { column, to_model, to_column } => DataTest {
+                name: format!("relationships_{short}_{column}"),
+                sql: format!(
+                    "select child.{column} from {table} as child \
+                     left join {to_model} as parent on parent.{to_column} = child.{column} \
+                     where child.{column} is not null and parent.{to_column} is null"
+                ),
+                depends_on: BTreeSet::from([model.name.clone(), to_model.clone()]),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, text: &str) -> (String, String) {
+        (path.to_owned(), text.to_owned())
+    }
+
+    #[test]
+    fn the_embedded_project_orders_its_models_by_dependency() {
+        let project = Project::embedded().unwrap();
+        let names: Vec<&str> = project.models.iter().map(|m| m.name.as_str()).collect();
+        let position = |n: &str| names.iter().position(|m| *m == n).unwrap();
+        assert!(
+            position("staging.stg_transactions")
+                < position("intermediate.int_transactions_enriched")
+        );
+        assert!(
+            position("intermediate.int_transactions_enriched")
+                < position("marts.fact_transactions")
+        );
+        assert!(position("marts.fact_transactions") < position("marts.daily_revenue_summary"));
+        let fact = &project.models[position("marts.fact_transactions")];
+        assert_eq!(fact.materialized, Materialized::Incremental);
+        assert_eq!(
+            fact.depends_on,
+            BTreeSet::from(["intermediate.int_transactions_enriched".to_owned()])
+        );
+        assert!(project.seeds.iter().any(|s| s.name == "indian_cities"));
+        assert!(
+            project
+                .tests
+                .iter()
+                .any(|t| t.name == "unique_marts_fact_transactions_transaction_id")
+        );
+        assert!(
+            project
+                .tests
+                .iter()
+                .any(|t| t.name == "assert_daily_summary_matches_fact")
+        );
+    }
+
+    #[test]
+    fn select_takes_the_model_and_its_descendants() {
+        let project = Project::embedded().unwrap();
+        let selected = project
+            .selection(Some("int_transactions_enriched"))
+            .unwrap();
+        assert!(selected.contains("marts.fact_transactions"));
+        assert!(selected.contains("marts.daily_revenue_summary"));
+        assert!(!selected.contains("staging.stg_transactions"));
+        let error = project.selection(Some("nope")).unwrap_err();
+        assert!(error.to_string().contains("--list"));
+    }
+
+    #[test]
+    fn refuses_cycles_and_bad_headers() {
+        let cycle = Project::from_files(vec![
+            file("models/staging/a.sql", "select * from staging.b"),
+            file("models/staging/b.sql", "select * from staging.a"),
+        ]);
+        assert!(matches!(cycle, Err(ProjectError::Cycle(names)) if names.contains("staging.a")));
+        let bad = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            "-- materialized: incremental\nselect 1",
+        )]);
+        assert!(bad.unwrap_err().to_string().contains("unique_key"));
+        let injection = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            "-- test: not_null x; drop table y\nselect 1",
+        )]);
+        assert!(injection.is_err());
+    }
+
+    #[test]
+    fn references_need_whole_names() {
+        let names = vec!["staging.stg_a".to_owned(), "staging.stg_ab".to_owned()];
+        let found = references("select * from staging.stg_ab", &names, None);
+        assert_eq!(found, BTreeSet::from(["staging.stg_ab".to_owned()]));
+    }
+}

@@ -1,0 +1,380 @@
+//! The gold layer from a hand-made silver fixture, on the embedded PostgreSQL and the real
+//! server: every mart against figures computed by hand, the settlement merge, a late
+//! settlement that only --full-refresh picks up, a failing data test, and idempotent reruns.
+
+mod common;
+
+use common::{fresh_database, testenv_var};
+use fintech_workers::transform::project::embedded_files;
+use fintech_workers::transform::{self, Project, TransformOptions};
+use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
+use sqlx::PgPool;
+
+/// One silver row: (transaction, status, event time, customer, merchant, amount, currency,
+/// method, city, state, fraud).
+type Event = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+);
+
+/// Day D is 2026-11-02.
+const FIXTURE: [Event; 6] = [
+    (
+        "T1",
+        "SUCCESS",
+        "2026-11-02 10:00:00+00",
+        "C1",
+        "M1",
+        "100.00",
+        "INR",
+        "UPI",
+        "Mumbai",
+        "Maharashtra",
+        false,
+    ),
+    (
+        "T2",
+        "SUCCESS",
+        "2026-11-02 20:00:00+00",
+        "C2",
+        "K1",
+        "10.00",
+        "USD",
+        "CARD",
+        "Orient",
+        "WA",
+        false,
+    ),
+    (
+        "T3",
+        "PENDING",
+        "2026-11-02 23:00:00+00",
+        "C1",
+        "M1",
+        "500.00",
+        "INR",
+        "UPI",
+        "Mumbai",
+        "Maharashtra",
+        true,
+    ),
+    (
+        "T4",
+        "FAILED",
+        "2026-11-02 13:00:00+00",
+        "C3",
+        "M2",
+        "50.00",
+        "INR",
+        "WALLET",
+        "Pune",
+        "Maharashtra",
+        false,
+    ),
+    (
+        "T5",
+        "SUCCESS",
+        "2026-11-03 18:00:00+00",
+        "C3",
+        "M2",
+        "10000.00",
+        "INR",
+        "NETBANKING",
+        "Jaipur",
+        "Rajasthan",
+        false,
+    ),
+    (
+        "T7",
+        "PENDING",
+        "2026-11-03 12:00:00+00",
+        "C2",
+        "K1",
+        "20.00",
+        "USD",
+        "CARD",
+        "Orient",
+        "WA",
+        false,
+    ),
+];
+
+async fn insert(pool: &PgPool, event: &Event) {
+    let (txn, status, time, customer, merchant, amount, currency, method, city, state, fraud) =
+        *event;
+    sqlx::query(
+        "insert into raw.transactions (event_id, transaction_id, status, event_time, customer_id, \
+         merchant_id, merchant_name, category, amount, currency, payment_method, city, state, country, \
+         latitude, longitude, is_fraud, source, schema_version, kafka_partition, kafka_offset, \
+         kafka_timestamp, ingested_at, bronze_file, load_run_id) \
+         values (gen_random_uuid(), $1, $2, $3::timestamptz, $4, $5, $5 || ' Store', 'grocery', $6::numeric, $7, $8, \
+         $9, $10, case when $7 = 'USD' then 'US' else 'IN' end, null, null, $11, \
+         case when $7 = 'USD' then 'kaggle' else 'synthetic' end, 1, 0, 0, null, now(), 'fixture', gen_random_uuid())",
+    )
+    .bind(txn)
+    .bind(status)
+    .bind(time)
+    .bind(customer)
+    .bind(merchant)
+    .bind(amount)
+    .bind(currency)
+    .bind(method)
+    .bind(city)
+    .bind(state)
+    .bind(fraud)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn run(pool: &PgPool, project: &Project, full_refresh: bool) -> transform::TransformReport {
+    let options = TransformOptions {
+        select: None,
+        full_refresh,
+        lookback_days: 3,
+    };
+    transform::run(pool, project, &options).await.unwrap()
+}
+
+/// The daily summary as text rows, for exact comparison.
+async fn summary(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select concat_ws(' ', payment_date, payment_method, count_transactions, count_successful, \
+         count_pending, gross_value_inr, average_ticket_inr, count_fraud, fraud_rate) \
+         from marts.daily_revenue_summary order by payment_date, payment_method",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn fact_status(pool: &PgPool, transaction: &str) -> String {
+    sqlx::query_scalar("select status from marts.fact_transactions where transaction_id = $1")
+        .bind(transaction)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn scenario(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    for event in &FIXTURE {
+        insert(&pool, event).await;
+    }
+    let project = Project::embedded().unwrap();
+    let first = run(&pool, &project, false).await;
+    assert!(!first.failed(), "{}", first.failures());
+
+    // Hand-computed: USD at 83 INR; T3 pending and fraudulent; T4 failed; T7 pending.
+    assert_eq!(
+        summary(&pool).await,
+        vec![
+            "2026-11-02 CARD 1 1 0 830.00 830.00 0 0.0000",
+            "2026-11-02 UPI 2 1 1 100.00 100.00 1 0.5000",
+            "2026-11-02 WALLET 1 0 0 0 0.00 0 0.0000",
+            "2026-11-03 CARD 1 0 1 0 0.00 0 0.0000",
+            "2026-11-03 NETBANKING 1 1 0 10000.00 10000.00 0 0.0000",
+        ]
+    );
+    let customers: Vec<String> = sqlx::query_scalar(
+        "select concat_ws(' ', customer_id, count_transactions, count_successful, total_spent_inr, count_fraud, home_city) \
+         from marts.dim_customers order by customer_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        customers,
+        vec![
+            "C1 2 1 100.00 1 Mumbai",
+            "C2 2 1 830.00 0 Orient",
+            "C3 2 1 10000.00 0 Jaipur"
+        ]
+    );
+    let enriched: String = sqlx::query_scalar(
+        "select concat_ws(' ', city_tier, part_of_day, amount_band, is_weekend, day_of_week) \
+         from intermediate.int_transactions_enriched where transaction_id = 'T5'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Jaipur is tier 2; 18:00 is evening; ₹10,000 is medium; 2026-11-03 is a Tuesday.
+    assert_eq!(enriched, "2 evening medium f 2");
+    let merchants: i64 = sqlx::query_scalar("select count(*) from marts.dim_merchants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(merchants, 3);
+
+    // The settlement of T3 arrives two days later: the incremental run merges it.
+    insert(
+        &pool,
+        &(
+            "T3",
+            "SUCCESS",
+            "2026-11-04 01:00:00+00",
+            "C1",
+            "M1",
+            "500.00",
+            "INR",
+            "UPI",
+            "Mumbai",
+            "Maharashtra",
+            true,
+        ),
+    )
+    .await;
+    let second = run(&pool, &project, false).await;
+    assert!(!second.failed(), "{}", second.failures());
+    assert_eq!(fact_status(&pool, "T3").await, "SUCCESS");
+    assert!(
+        summary(&pool)
+            .await
+            .contains(&"2026-11-02 UPI 2 2 0 600.00 300.00 1 0.5000".to_owned())
+    );
+
+    // A payment ten days later moves the window; then T7's settlement arrives, dated
+    // 2026-11-05, older than the window (2026-11-13 minus 3 days): the incremental run
+    // cannot see it, the full refresh does.
+    insert(
+        &pool,
+        &(
+            "T8",
+            "SUCCESS",
+            "2026-11-13 09:00:00+00",
+            "C1",
+            "M1",
+            "75.00",
+            "INR",
+            "UPI",
+            "Mumbai",
+            "Maharashtra",
+            false,
+        ),
+    )
+    .await;
+    assert!(!run(&pool, &project, false).await.failed());
+    insert(
+        &pool,
+        &(
+            "T7",
+            "SUCCESS",
+            "2026-11-05 12:00:00+00",
+            "C2",
+            "K1",
+            "20.00",
+            "USD",
+            "CARD",
+            "Orient",
+            "WA",
+            false,
+        ),
+    )
+    .await;
+    assert!(!run(&pool, &project, false).await.failed());
+    assert_eq!(fact_status(&pool, "T7").await, "PENDING");
+    assert!(!run(&pool, &project, true).await.failed());
+    assert_eq!(fact_status(&pool, "T7").await, "SUCCESS");
+
+    // Re-running changes nothing.
+    let before = summary(&pool).await;
+    let again = run(&pool, &project, false).await;
+    assert!(!again.failed());
+    assert_eq!(summary(&pool).await, before);
+    let facts: i64 = sqlx::query_scalar("select count(*) from marts.fact_transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(facts, 7);
+
+    // Every step is recorded.
+    let recorded: i64 = sqlx::query_scalar(
+        "select count(*) from metadata.transform_runs where run_id = $1 and status = 'SUCCESS'",
+    )
+    .bind(again.run_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded as usize, again.nodes.len());
+
+    // A bad seed row (a zero exchange rate) makes the amount test fail with a sample.
+    let files = embedded_files()
+        .into_iter()
+        .map(|(path, text)| match path.as_str() {
+            "seeds/fx_rates.csv" => (path, text.replace("USD,83.00", "USD,0")),
+            _ => (path, text),
+        })
+        .collect();
+    let broken = Project::from_files(files).unwrap();
+    let report = run(&pool, &broken, true).await;
+    assert!(report.failed());
+    let failures = report.failures();
+    assert!(
+        failures.contains("test assert_fact_amounts_positive failed"),
+        "{failures}"
+    );
+    assert!(failures.contains("\"transaction_id\":\"T2\""), "{failures}");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn builds_gold_on_the_embedded_postgres() {
+    let folder = tempfile::tempdir().unwrap();
+    let warehouse = EmbeddedWarehouse::start(folder.path()).unwrap();
+    scenario(warehouse.options()).await;
+    warehouse.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn builds_gold_on_the_postgres_server() {
+    let url = fresh_database(&testenv_var("DATABASE_URL")).await;
+    scenario(WarehouseOptions::url(&url, 2)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_failing_data_test_makes_the_command_exit_non_zero() {
+    let url = fresh_database(&testenv_var("DATABASE_URL")).await;
+    let pool = WarehouseOptions::url(&url, 1)
+        .connect_and_migrate()
+        .await
+        .unwrap();
+    for event in &FIXTURE {
+        insert(&pool, event).await;
+    }
+    let folder = tempfile::tempdir().unwrap();
+    for (path, text) in embedded_files() {
+        let text = if path == "seeds/fx_rates.csv" {
+            text.replace("USD,83.00", "USD,0")
+        } else {
+            text
+        };
+        let target = folder.path().join(&path);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(target, text).unwrap();
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["transform", "--log-format", "text", "--database-url", &url])
+        .arg("--sql-dir")
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("test assert_fact_amounts_positive failed"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAILED   test"), "{stdout}");
+}
