@@ -17,13 +17,14 @@ use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
 use fintech_workers::producer::{
     self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
 };
+use fintech_workers::quickstart::{self, QuickstartConfig};
 use fintech_workers::shutdown;
 use fintech_workers::status_server::{self, Readiness};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::telemetry::{self, LogFormat};
 use fintech_workers::transform::{self, Project, TransformOptions};
-use fintech_workers::warehouse::WarehouseOptions;
+use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
 
 /// The fintech payment-analytics pipeline.
 #[derive(Debug, Parser)]
@@ -49,6 +50,10 @@ pub enum Command {
     Load(LoadArgs),
     /// Build the gold tables from silver with the SQL models, then run the data tests.
     Transform(TransformArgs),
+    /// Run the whole pipeline in this process on embedded parts: nothing to install.
+    Quickstart(QuickstartArgs),
+    /// Serve the quickstart's embedded warehouse on a local port, for psql or any client.
+    Warehouse(WarehouseArgs),
 }
 
 impl Command {
@@ -59,6 +64,8 @@ impl Command {
             Self::Stream(args) => stream(args).await,
             Self::Load(args) => load(args).await,
             Self::Transform(args) => transform_command(args).await,
+            Self::Quickstart(args) => quickstart_command(args).await,
+            Self::Warehouse(args) => warehouse_command(args).await,
         }
     }
 }
@@ -227,6 +234,71 @@ pub struct TransformArgs {
     /// ones built in.
     #[arg(long, env = "FINTECH_SQL_DIR")]
     sql_dir: Option<PathBuf>,
+}
+
+/// Flags of `fintech quickstart`.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Folder for the lake, the embedded warehouse and the report; a second run on the same
+    /// folder continues where the first stopped.
+    #[arg(
+        long,
+        env = "FINTECH_QUICKSTART_OUT",
+        default_value = "fintech-quickstart"
+    )]
+    out: PathBuf,
+
+    /// Messages to produce.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    events: u64,
+
+    /// Days of payments the messages cover.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+
+    /// A Kaggle `fraudTrain.csv` export to mix in (70% of payments).
+    #[arg(long)]
+    kaggle_csv: Option<PathBuf>,
+
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    /// Share of payments emitted PENDING first and settled 1-3 days later.
+    #[arg(long, default_value_t = 0.2)]
+    settlement_share: f64,
+
+    /// Share of messages cut short (dead letters).
+    #[arg(long, default_value_t = 0.002)]
+    fault_malformed_json: f64,
+    /// Share of messages with a field of the wrong type (dead letters).
+    #[arg(long, default_value_t = 0.001)]
+    fault_wrong_type: f64,
+    /// Share of messages sent twice (de-duplicated in silver).
+    #[arg(long, default_value_t = 0.01)]
+    fault_duplicate: f64,
+    /// Share of events with a zero or negative amount (rejected in silver).
+    #[arg(long, default_value_t = 0.002)]
+    fault_non_positive_amount: f64,
+    /// Share of events without a customer id (rejected in silver).
+    #[arg(long, default_value_t = 0.002)]
+    fault_null_customer_id: f64,
+}
+
+/// Flags of `fintech warehouse`.
+#[derive(Debug, Args)]
+pub struct WarehouseArgs {
+    /// The quickstart's folder.
+    #[arg(
+        long,
+        env = "FINTECH_QUICKSTART_OUT",
+        default_value = "fintech-quickstart"
+    )]
+    out: PathBuf,
+
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:5432")]
+    listen: SocketAddr,
 }
 
 /// Fault injection rates, each between 0 and 1, default 0.
@@ -461,6 +533,55 @@ async fn transform_command(args: TransformArgs) -> anyhow::Result<()> {
             report.failures()
         );
     }
+    Ok(())
+}
+
+async fn quickstart_command(args: QuickstartArgs) -> anyhow::Result<()> {
+    let config = QuickstartConfig {
+        out: args.out,
+        events: args.events,
+        days: args.days,
+        seed: args.seed,
+        kaggle_csv: args.kaggle_csv,
+        faults: FaultRates {
+            malformed_json: args.fault_malformed_json,
+            wrong_type: args.fault_wrong_type,
+            duplicate: args.fault_duplicate,
+            non_positive_amount: args.fault_non_positive_amount,
+            null_customer_id: args.fault_null_customer_id,
+        },
+        settlement_share: args.settlement_share,
+    };
+    let summary = quickstart::run(&config).await?;
+    println!("{}", summary.render());
+    if summary.transform.failed() {
+        bail!("data tests failed:\n{}", summary.transform.failures());
+    }
+    Ok(())
+}
+
+async fn warehouse_command(args: WarehouseArgs) -> anyhow::Result<()> {
+    let folder = args.out.join("warehouse");
+    if !folder.exists() {
+        bail!(
+            "{} has no warehouse yet; run `fintech quickstart --out {}` first",
+            args.out.display(),
+            args.out.display()
+        );
+    }
+    let warehouse = EmbeddedWarehouse::start_on(&folder, Some(args.listen))?;
+    println!(
+        "The quickstart warehouse is serving at\n\n  {}\n",
+        warehouse.options().database_url
+    );
+    println!(
+        "Try: psql \"{}\" -c 'select * from marts.daily_revenue_summary limit 10'",
+        warehouse.options().database_url
+    );
+    println!("It serves one connection at a time. Stop with Ctrl-C.");
+    let cancel = shutdown::on_signal().context("installing signal handlers")?;
+    cancel.cancelled().await;
+    warehouse.shutdown().await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod kaggle;
 pub mod loader;
 pub mod producer;
+pub mod quickstart;
 pub mod settlement;
 pub mod shutdown;
 pub mod sink;

@@ -306,6 +306,11 @@ impl EventStream {
             .unwrap_or_else(|| unreachable!("the loop above fills the buffer")))
     }
 
+    /// The stream's clock: where a simulated timeline has got to.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Settlements scheduled but not yet due.
     pub fn settlements_waiting(&self) -> usize {
         self.settlements.waiting()

@@ -142,6 +142,11 @@ impl Default for StreamerMetrics {
 }
 
 impl StreamerMetrics {
+    /// Messages read so far.
+    pub fn messages_read(&self) -> u64 {
+        self.messages.get()
+    }
+
     /// Registers the metrics under `fintech_streamer_*`.
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("fintech_streamer");
@@ -396,20 +401,12 @@ impl<S: MessageSource> Streamer<S> {
         partition: i32,
         offset: i64,
     ) -> Result<(), StreamError> {
-        let path = layout::batch_record(&self.root, self.source.topic(), partition);
-        let bytes = match self.store.get(&path).await {
-            Ok(result) => result
-                .bytes()
-                .await
-                .map_err(|source| store_error(&path, source))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(()),
-            Err(source) => return Err(store_error(&path, source)),
+        let topic = self.source.topic().to_owned();
+        let Some(record) =
+            read_batch_record(self.store.as_ref(), &self.root, &topic, partition).await?
+        else {
+            return Ok(());
         };
-        let record: BatchRecord =
-            serde_json::from_slice(&bytes).map_err(|source| StreamError::CorruptBatchRecord {
-                path: path.to_string(),
-                source,
-            })?;
         if offset > record.range.last_offset {
             return Ok(());
         }
@@ -622,6 +619,30 @@ impl<S: MessageSource> Streamer<S> {
             }
         }
     }
+}
+
+/// The record of the last batch written for `partition` of `topic`, if any.
+pub async fn read_batch_record(
+    store: &dyn ObjectStore,
+    root: &Path,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<BatchRecord>, StreamError> {
+    let path = layout::batch_record(root, topic, partition);
+    let bytes = match store.get(&path).await {
+        Ok(result) => result
+            .bytes()
+            .await
+            .map_err(|source| store_error(&path, source))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(source) => return Err(store_error(&path, source)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StreamError::CorruptBatchRecord {
+            path: path.to_string(),
+            source,
+        })
 }
 
 /// Stores (or replaces) the record of a partition's batch.

@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -58,4 +58,13 @@ pub fn progress_bar(length: Option<u64>, label: &str) -> ProgressBar {
     };
     bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
     bar.with_prefix(label.to_owned())
+}
+
+/// A group of progress bars drawn together on stderr when it is a terminal, hidden otherwise.
+pub fn multi_progress() -> MultiProgress {
+    if std::io::stderr().is_terminal() {
+        MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4))
+    } else {
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+    }
 }

@@ -97,6 +97,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long [`EmbeddedWarehouse::shutdown`] waits for the server thread.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// The embedded PostgreSQL (PGlite, PostgreSQL 17 in WebAssembly) of the quickstart, with its
 /// data kept in a folder. It serves one connection at a time.
 pub struct EmbeddedWarehouse {
@@ -145,33 +148,42 @@ impl EmbeddedWarehouse {
         WarehouseOptions::url(&url, 1)
     }
 
-    /// Stops it, flushing its data to the folder. Close every pool connected to it first:
-    /// the server waits for its client to leave.
+    /// Stops it. Close every pool connected to it first: the server waits for its client
+    /// to leave. The server thread occasionally does not notice a closed client; after
+    /// [`SHUTDOWN_GRACE`] the process goes on without it, which is safe because PostgreSQL
+    /// has already written every committed transaction to its write-ahead log in the folder.
     pub async fn shutdown(mut self) -> Result<(), WarehouseError> {
         let Some(server) = self.server.take() else {
             return Ok(());
         };
-        let stopped = tokio::task::spawn_blocking(move || server.shutdown()).await;
-        match stopped {
-            Ok(Ok(())) => Ok(()),
+        let stopping = tokio::task::spawn_blocking(move || server.shutdown());
+        match tokio::time::timeout(SHUTDOWN_GRACE, stopping).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(WarehouseError::Embedded {
+                path: String::new(),
+                reason: error.to_string(),
+            }),
             Ok(Err(error)) => Err(WarehouseError::Embedded {
                 path: String::new(),
                 reason: error.to_string(),
             }),
-            Err(error) => Err(WarehouseError::Embedded {
-                path: String::new(),
-                reason: error.to_string(),
-            }),
+            Err(_) => {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "the embedded PostgreSQL did not stop in time; leaving it to exit with the process");
+                Ok(())
+            }
         }
     }
 }
 
 impl Drop for EmbeddedWarehouse {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take()
-            && let Err(error) = server.shutdown()
-        {
-            tracing::warn!(%error, "stopping the embedded PostgreSQL failed");
+        // Dropping the server joins its thread; never block the dropping thread on it.
+        if let Some(server) = self.server.take() {
+            std::thread::spawn(move || {
+                if let Err(error) = server.shutdown() {
+                    tracing::warn!(%error, "stopping the embedded PostgreSQL failed");
+                }
+            });
         }
     }
 }

@@ -1,0 +1,452 @@
+//! `fintech quickstart`: the whole pipeline in one process, nothing to install.
+//!
+//! The same stage code as the cluster, with embedded endpoints: the producer writes into a
+//! bounded in-process channel instead of Kafka, the streamer writes bronze into a local
+//! folder instead of S3, and the loader and the transforms use the embedded PostgreSQL. A
+//! second run on the same folder continues: new events on a later stretch of the timeline,
+//! new bronze files, an incremental load and merge.
+
+pub mod report;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Days, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::bronze;
+use crate::faults::FaultRates;
+use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport};
+use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
+use crate::sink::ChannelSink;
+use crate::source::{CommittedPositions, InProcessSource};
+use crate::storage::StorageOptions;
+use crate::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics, read_batch_record};
+use crate::transform::{self, Project, TransformOptions, TransformReport};
+use crate::warehouse::EmbeddedWarehouse;
+
+/// Messages the in-process channel holds before the producer waits.
+const CHANNEL_CAPACITY: usize = 10_000;
+/// Partitions of the in-process topic.
+const PARTITIONS: i32 = 3;
+/// Name of the in-process topic.
+const TOPIC: &str = "transactions";
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuickstartConfig {
+    /// Folder for the lake, the warehouse, the state and the report.
+    pub out: PathBuf,
+    /// Messages to produce in this run.
+    pub events: u64,
+    /// Days of payments those messages cover.
+    pub days: u32,
+    /// Seed of the first run; later runs derive theirs from it.
+    pub seed: u64,
+    /// A Kaggle export to mix in.
+    pub kaggle_csv: Option<PathBuf>,
+    /// Fault injection rates.
+    pub faults: FaultRates,
+    /// Share of payments that settle later.
+    pub settlement_share: f64,
+}
+
+/// What a run did, for the summary.
+#[derive(Debug)]
+pub struct QuickstartSummary {
+    /// Which run on this folder this was (1 for the first).
+    pub run: u32,
+    /// Messages produced.
+    pub produced: u64,
+    /// What the streamer wrote.
+    pub streamed: StreamSummary,
+    /// The load run.
+    pub load: RunReport,
+    /// The transform run.
+    pub transform: TransformReport,
+    /// Rows per layer, in pipeline order, over all runs.
+    pub layers: Vec<(String, i64)>,
+    /// The first lines of `marts.daily_revenue_summary`.
+    pub daily_summary: Vec<String>,
+    /// The report file.
+    pub report: PathBuf,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// What a folder remembers between runs.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    runs: u32,
+    /// Where the simulated timeline stopped.
+    timeline_end: Option<DateTime<Utc>>,
+    /// The in-process topic's committed offsets, so a new run never reuses an offset (and
+    /// therefore a bronze file name) of an earlier one.
+    offsets: HashMap<i32, i64>,
+}
+
+/// Errors of the quickstart.
+#[derive(Debug, thiserror::Error)]
+pub enum QuickstartError {
+    /// The output folder or its state could not be used.
+    #[error("{action} {path}: {reason}")]
+    Folder {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A stage failed.
+    #[error("the {stage} stage failed: {reason}")]
+    Stage {
+        /// Which stage.
+        stage: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn stage(stage: &'static str) -> impl Fn(String) -> QuickstartError {
+    move |reason| QuickstartError::Stage { stage, reason }
+}
+
+fn folder_error<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl Fn(String) -> QuickstartError + 'a {
+    move |reason| QuickstartError::Folder {
+        action,
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// Runs the pipeline once on `config.out`.
+pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, QuickstartError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.out)
+        .map_err(|e| folder_error("creating", &config.out)(e.to_string()))?;
+    let out = config
+        .out
+        .canonicalize()
+        .map_err(|e| folder_error("resolving", &config.out)(e.to_string()))?;
+    let state_path = out.join("quickstart-state.json");
+    let mut state = read_state(&state_path)?;
+    let run_number = state.runs + 1;
+
+    let lake =
+        StorageOptions::local(&out.join("lake")).map_err(|e| stage("lake")(e.to_string()))?;
+    let (store, root) = lake.open().map_err(|e| stage("lake")(e.to_string()))?;
+    let warehouse = EmbeddedWarehouse::start(&out.join("warehouse"))
+        .map_err(|e| stage("warehouse")(e.to_string()))?;
+    let pool = warehouse
+        .options()
+        .connect_and_migrate()
+        .await
+        .map_err(|e| stage("warehouse")(e.to_string()))?;
+
+    // Produce and stream concurrently through the bounded channel.
+    let start = state.timeline_end.unwrap_or_else(|| {
+        let today = Utc::now().date_naive();
+        let first = today
+            .checked_sub_days(Days::new(u64::from(config.days)))
+            .unwrap_or(today);
+        first.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+    });
+    let stream_config = StreamConfig {
+        // Each run draws new events, so a rerun adds payments instead of repeating them.
+        seed: config
+            .seed
+            .wrapping_add(u64::from(run_number - 1).wrapping_mul(1_000_003)),
+        kaggle_csv: config.kaggle_csv.clone(),
+        kaggle_time: KaggleTime::Rebased,
+        simulated_start: Some(start),
+        payments_per_day: u32::try_from(config.events / u64::from(config.days.max(1)))
+            .unwrap_or(u32::MAX)
+            .max(1),
+        settlement_share: config.settlement_share,
+        faults: config.faults,
+        ..StreamConfig::default()
+    };
+    let mut events = EventStream::new(&stream_config, ProducerMetrics::default())
+        .map_err(|e| stage("produce")(e.to_string()))?;
+    // The in-process topic cannot replay, so a new run never reuses an offset: it starts
+    // after the last committed offset and after any batch an interrupted run wrote.
+    let mut offsets = state.offsets.clone();
+    for partition in 0..PARTITIONS {
+        let record = read_batch_record(store.as_ref(), &root, TOPIC, partition)
+            .await
+            .map_err(|e| stage("stream")(e.to_string()))?;
+        if let Some(record) = record {
+            let next = offsets.entry(partition).or_insert(0);
+            *next = (*next).max(record.range.last_offset + 1);
+        }
+    }
+    let positions = CommittedPositions::default();
+    if let Ok(mut committed) = positions.lock() {
+        committed.extend(offsets);
+    }
+    let (mut sink, receiver) = ChannelSink::new(CHANNEL_CAPACITY);
+    let source = InProcessSource::new(TOPIC, receiver, PARTITIONS, positions.clone());
+    let streamer_metrics = StreamerMetrics::default();
+    let policy = BatchPolicy {
+        max_rows: 50_000,
+        ..BatchPolicy::default()
+    };
+    let streamer = Streamer::new(
+        source,
+        store.clone(),
+        root.clone(),
+        policy,
+        streamer_metrics.clone(),
+    );
+    let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
+
+    let bars = crate::telemetry::multi_progress();
+    let produce_bar = bars.add(crate::telemetry::progress_bar(
+        Some(config.events),
+        "produce",
+    ));
+    let stream_bar = bars.add(crate::telemetry::progress_bar(
+        Some(config.events),
+        "stream",
+    ));
+    let watcher = {
+        let stream_bar = stream_bar.clone();
+        let metrics = streamer_metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                stream_bar.set_position(metrics.messages_read());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let limits = RunLimits {
+        count: Some(config.events),
+        rate: None,
+    };
+    let produced = producer::run(
+        &mut events,
+        &mut sink,
+        limits,
+        &CancellationToken::new(),
+        &produce_bar,
+    )
+    .await
+    .map_err(|e| stage("produce")(e.to_string()))?;
+    drop(sink);
+    let streamed = streaming
+        .await
+        .map_err(|e| stage("stream")(e.to_string()))?
+        .map_err(|e| stage("stream")(e.to_string()))?;
+    watcher.abort();
+    stream_bar.finish_and_clear();
+    tracing::info!(
+        produced = produced.sent,
+        rows = streamed.rows,
+        dead_letters = streamed.dead_letters,
+        "produced and streamed"
+    );
+
+    // Load and transform on the embedded warehouse.
+    let load_bar = bars.add(crate::telemetry::progress_bar(None, "load"));
+    load_bar.enable_steady_tick(Duration::from_millis(120));
+    let loader = Loader::new(
+        pool.clone(),
+        store.clone(),
+        root.clone(),
+        LoaderConfig::default(),
+        LoaderMetrics::default(),
+    );
+    let load = loader
+        .run_once()
+        .await
+        .map_err(|failure| stage("load")(failure.error))?;
+    load_bar.finish_and_clear();
+    tracing::info!(
+        status = load.status,
+        rows_loaded = load.rows_loaded,
+        "loaded"
+    );
+    if let Some(error) = &load.error {
+        return Err(stage("load")(error.clone()));
+    }
+    let transform_bar = bars.add(crate::telemetry::progress_bar(None, "transform"));
+    transform_bar.enable_steady_tick(Duration::from_millis(120));
+    let project = Project::embedded().map_err(|e| stage("transform")(e.to_string()))?;
+    let options = TransformOptions {
+        select: None,
+        full_refresh: false,
+        lookback_days: 3,
+    };
+    let transform = transform::run(&pool, &project, &options)
+        .await
+        .map_err(|e| stage("transform")(e.to_string()))?;
+    transform_bar.finish_and_clear();
+    tracing::info!(failed = transform.failed(), "transformed");
+
+    // Totals over every run, and the report.
+    let bronze_rows = bronze::stored_positions(
+        store.as_ref(),
+        &crate::bronze::layout::transactions_root(&root),
+    )
+    .await
+    .map_err(|e| stage("summary")(e.to_string()))?
+    .len();
+    let dead_letters = bronze::stored_positions(
+        store.as_ref(),
+        &root.clone().join("dead_letter").join("transactions"),
+    )
+    .await
+    .map_err(|e| stage("summary")(e.to_string()))?
+    .len();
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| stage("summary")(e.to_string()))?;
+    let mut layers = vec![
+        ("produced (this run)".to_owned(), count(produced.sent)),
+        ("bronze rows".to_owned(), count(bronze_rows as u64)),
+        ("dead letters".to_owned(), count(dead_letters as u64)),
+    ];
+    for (label, sql) in [
+        (
+            "silver rows (raw.transactions)",
+            "select count(*) from raw.transactions",
+        ),
+        (
+            "rejected rows (raw.rejected_transactions)",
+            "select count(*) from raw.rejected_transactions",
+        ),
+        (
+            "gold payments (marts.fact_transactions)",
+            "select count(*) from marts.fact_transactions",
+        ),
+        (
+            "gold days x methods (marts.daily_revenue_summary)",
+            "select count(*) from marts.daily_revenue_summary",
+        ),
+    ] {
+        let rows: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| stage("summary")(e.to_string()))?;
+        layers.push((label.to_owned(), rows));
+    }
+    let daily_summary: Vec<String> = sqlx::query_scalar(
+        "select format('%s  %-10s  %6s payments  %6s successful  ₹%14s gross  ₹%10s avg  fraud %s', \
+         payment_date, payment_method, count_transactions, count_successful, gross_value_inr, \
+         average_ticket_inr, fraud_rate) \
+         from marts.daily_revenue_summary order by payment_date, payment_method limit 12",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| stage("summary")(e.to_string()))?;
+    let data = report::gather(&mut conn, layers.clone())
+        .await
+        .map_err(|e| stage("report")(e.to_string()))?;
+    let report_path = out.join("report.html");
+    std::fs::write(
+        &report_path,
+        report::render(&data, &Utc::now().to_rfc3339()),
+    )
+    .map_err(|e| folder_error("writing", &report_path)(e.to_string()))?;
+    tracing::info!(report = %report_path.display(), "report written");
+    drop(conn);
+    pool.close().await;
+    warehouse
+        .shutdown()
+        .await
+        .map_err(|e| stage("warehouse")(e.to_string()))?;
+    tracing::info!("warehouse stopped");
+
+    state.runs = run_number;
+    state.timeline_end = Some(events.now());
+    state.offsets = positions.lock().map(|p| p.clone()).unwrap_or_default();
+    write_state(&state_path, &state)?;
+    Ok(QuickstartSummary {
+        run: run_number,
+        produced: produced.sent,
+        streamed,
+        load,
+        transform,
+        layers,
+        daily_summary,
+        report: report_path,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn read_state(path: &Path) -> Result<State, QuickstartError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| folder_error("reading", path)(e.to_string()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(error) => Err(folder_error("reading", path)(error.to_string())),
+    }
+}
+
+fn write_state(path: &Path, state: &State) -> Result<(), QuickstartError> {
+    let text = serde_json::to_vec_pretty(state)
+        .unwrap_or_else(|e| unreachable!("the state serialises: {e}"));
+    std::fs::write(path, text).map_err(|e| folder_error("writing", path)(e.to_string()))
+}
+
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl QuickstartSummary {
+    /// The summary printed at the end of a run.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "\nfintech quickstart, run {} on this folder, {:.1} s\n\nRows per layer\n",
+            self.run,
+            self.elapsed.as_secs_f64()
+        );
+        for (layer, rows) in &self.layers {
+            text.push_str(&format!("  {layer:<52} {rows:>10}\n"));
+        }
+        let load = &self.load;
+        text.push_str(&format!(
+            "\nLoad audit (metadata.load_audit)\n  run {}  {}  files {}/{}  read {}  loaded {}  rejected {}  duplicate {}\n",
+            load.run_id,
+            load.status,
+            load.files_loaded,
+            load.files_pending,
+            load.stats.read,
+            load.rows_loaded,
+            load.stats.rejected_total(),
+            load.rows_duplicate
+        ));
+        let tests: Vec<_> = self
+            .transform
+            .nodes
+            .iter()
+            .filter(|n| n.kind == "test")
+            .collect();
+        let passed = tests.iter().filter(|n| n.status == "SUCCESS").count();
+        text.push_str(&format!(
+            "\nData tests: {passed} of {} passed\n",
+            tests.len()
+        ));
+        for failed in tests.iter().filter(|n| n.status != "SUCCESS") {
+            text.push_str(&format!(
+                "  {} {}: {}\n",
+                failed.status,
+                failed.node,
+                failed.error.as_deref().unwrap_or("")
+            ));
+        }
+        text.push_str("\nmarts.daily_revenue_summary (first lines)\n");
+        for line in &self.daily_summary {
+            text.push_str(&format!("  {line}\n"));
+        }
+        text.push_str(&format!("\nReport: {}\n", self.report.display()));
+        text
+    }
+}

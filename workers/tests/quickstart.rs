@@ -1,0 +1,137 @@
+//! `fintech quickstart` end to end on embedded parts: counts in every layer, the report, and
+//! a second run on the same folder that continues instead of repeating.
+
+use std::process::Command;
+
+use fintech_workers::bronze;
+use fintech_workers::bronze::layout;
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::warehouse::EmbeddedWarehouse;
+
+const EVENTS: u64 = 2_000;
+
+fn quickstart(out: &std::path::Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args([
+            "quickstart",
+            "--log-format",
+            "text",
+            "--events",
+            &EVENTS.to_string(),
+        ])
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Counts of every layer: (bronze rows, dead letters, silver, rejected, audited rows read,
+/// audited rows loaded, gold facts, distinct silver transactions).
+async fn layers(out: &std::path::Path) -> [i64; 8] {
+    let lake = StorageOptions::local(&out.join("lake")).unwrap();
+    let (store, root) = lake.open().unwrap();
+    let bronze_rows = bronze::stored_positions(store.as_ref(), &layout::transactions_root(&root))
+        .await
+        .unwrap();
+    let dead = bronze::stored_positions(store.as_ref(), &root.clone().join("dead_letter"))
+        .await
+        .unwrap();
+    let warehouse = EmbeddedWarehouse::start(&out.join("warehouse")).unwrap();
+    let pool = warehouse.options().connect().await.unwrap();
+    let mut counts = [
+        bronze_rows.len() as i64,
+        dead.len() as i64,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    for (i, sql) in [
+        "select count(*) from raw.transactions",
+        "select count(*) from raw.rejected_transactions",
+        "select sum(rows_read)::bigint from metadata.load_audit where status = 'SUCCESS'",
+        "select sum(rows_loaded)::bigint from metadata.load_audit where status = 'SUCCESS'",
+        "select count(*) from marts.fact_transactions",
+        "select count(distinct transaction_id) from raw.transactions",
+    ]
+    .iter()
+    .enumerate()
+    {
+        counts[i + 2] = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+    }
+    pool.close().await;
+    warehouse.shutdown().await.unwrap();
+    counts
+}
+
+#[tokio::test]
+async fn quickstart_fills_every_layer_and_a_second_run_continues() {
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("qs");
+
+    let summary = quickstart(&out);
+    assert!(summary.contains("Rows per layer"), "{summary}");
+    assert!(summary.contains("Data tests: 45 of 45 passed"), "{summary}");
+    assert!(summary.contains("marts.daily_revenue_summary"), "{summary}");
+    let [
+        bronze,
+        dead,
+        silver,
+        rejected,
+        read,
+        loaded,
+        facts,
+        transactions,
+    ] = layers(&out).await;
+    // Every produced message is a bronze row or a dead letter; every bronze row is loaded,
+    // rejected or recognised as a duplicate; gold has one row per payment.
+    assert_eq!(bronze + dead, EVENTS as i64);
+    assert!(
+        dead > 0 && rejected > 0,
+        "the default fault rates make some"
+    );
+    assert_eq!(read, bronze);
+    assert_eq!(loaded, silver);
+    assert!(silver + rejected <= bronze && silver > bronze * 9 / 10);
+    assert_eq!(facts, transactions);
+
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(report.matches("<svg").count(), 4, "four charts");
+    for title in [
+        "Daily revenue",
+        "Fraud rate by category",
+        "Fraud rate by payment method",
+        "PENDING",
+    ] {
+        assert!(report.contains(title), "{title}");
+    }
+
+    // The second run adds new payments on a later stretch of the timeline.
+    let summary = quickstart(&out);
+    assert!(summary.contains("run 2 on this folder"), "{summary}");
+    let [
+        bronze2,
+        dead2,
+        silver2,
+        _,
+        read2,
+        loaded2,
+        facts2,
+        transactions2,
+    ] = layers(&out).await;
+    assert_eq!(bronze2 + dead2, 2 * EVENTS as i64);
+    assert_eq!(read2, bronze2, "no bronze file was loaded twice");
+    assert_eq!(loaded2, silver2);
+    assert!(silver2 > silver * 19 / 10, "{silver} then {silver2}");
+    assert_eq!(facts2, transactions2);
+    assert!(facts2 > facts);
+}
