@@ -348,3 +348,51 @@ async fn an_unreachable_warehouse_fails_the_once_run_with_a_clear_error() {
         "the password is redacted: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_run_while_postgres_is_down_is_audited_once_it_is_back() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("warehouse");
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let warehouse = EmbeddedWarehouse::start_on(&data, Some(address)).unwrap();
+    let options = warehouse.options();
+    let pool = options.connect_and_migrate().await.unwrap();
+    let lake = StorageOptions::local(&folder.path().join("lake")).unwrap();
+    let loader = loader(&pool, &lake);
+    pool.close().await;
+    warehouse.shutdown().await.unwrap();
+
+    // PostgreSQL is down: the run fails and cannot be audited yet.
+    let pool = options.connect().await;
+    assert!(pool.is_err(), "the warehouse is down");
+    let failure = loader.run_once().await.unwrap_err();
+    assert!(
+        failure.error.contains("writing the audit row"),
+        "{}",
+        failure.error
+    );
+
+    // Back on the same address: the failure is audited, and the next run succeeds.
+    let warehouse = EmbeddedWarehouse::start_on(&data, Some(address)).unwrap();
+    let pool = options.connect().await.unwrap();
+    let loader = self::loader(&pool, &lake);
+    loader
+        .audit_unreachable(std::slice::from_ref(&failure))
+        .await
+        .unwrap();
+    let (status, error): (String, String) =
+        sqlx::query_as("select status, error from metadata.load_audit where run_id = $1")
+            .bind(failure.run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "FAILED");
+    assert!(error.contains("writing the audit row"));
+    let next = loader.run_once().await.unwrap();
+    assert_eq!(next.status, "SUCCESS");
+    pool.close().await;
+    warehouse.shutdown().await.unwrap();
+}
