@@ -98,7 +98,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// How long [`EmbeddedWarehouse::shutdown`] waits for the server thread.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The embedded PostgreSQL (PGlite, PostgreSQL 17 in WebAssembly) of the quickstart, with its
 /// data kept in a folder. It serves one connection at a time.
@@ -151,7 +151,8 @@ impl EmbeddedWarehouse {
     /// Stops it. Close every pool connected to it first: the server waits for its client
     /// to leave. The server thread occasionally does not notice a closed client; after
     /// [`SHUTDOWN_GRACE`] the process goes on without it, which is safe because PostgreSQL
-    /// has already written every committed transaction to its write-ahead log in the folder.
+    /// has already written every committed transaction to its write-ahead log in the folder
+    /// (callers that can, run `CHECKPOINT` first so that no recovery is needed either).
     pub async fn shutdown(mut self) -> Result<(), WarehouseError> {
         let Some(server) = self.server.take() else {
             return Ok(());

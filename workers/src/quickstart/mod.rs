@@ -355,6 +355,11 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     )
     .map_err(|e| folder_error("writing", &report_path)(e.to_string()))?;
     tracing::info!(report = %report_path.display(), "report written");
+    // Flush everything to the data files, so the next start needs no recovery.
+    sqlx::query("checkpoint")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| stage("warehouse")(e.to_string()))?;
     drop(conn);
     pool.close().await;
     warehouse
