@@ -1,21 +1,15 @@
 //! The FintechPipeline CRD against the real API server: it installs with kubectl, explains
 //! itself, defaults an empty spec, and refuses invalid resources with readable messages.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use common::testenv_var;
 use fintech_operator::crd::FintechPipeline;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
-
-fn testenv_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test needs the real services; run scripts/test.sh, or \
-             scripts/testenv.sh up and then `set -a; . \"$(scripts/testenv.sh env)\"; set +a`"
-        )
-    })
-}
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     testenv_var("KUBECONFIG");

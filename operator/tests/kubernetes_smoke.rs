@@ -1,21 +1,15 @@
 //! Smoke test of the test environment's Kubernetes API server: the API is ready, and kube-rs
 //! can create and read objects through it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use common::testenv_var;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
-
-fn testenv_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: this test needs the real services; run scripts/test.sh, or \
-             scripts/testenv.sh up and then `set -a; . \"$(scripts/testenv.sh env)\"; set +a`"
-        )
-    })
-}
 
 /// Runs the tool named by the env var `tool` with `args` and returns its stdout.
 fn run_tool(tool: &str, args: &[&str]) -> String {
