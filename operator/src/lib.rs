@@ -1,5 +1,6 @@
 //! fintech-operator: the `FintechPipeline` custom resource and, to come, its controller.
 
+pub mod children;
 pub mod crd;
 
 use kube::CustomResourceExt;

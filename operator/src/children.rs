@@ -1,0 +1,587 @@
+//! The objects a `FintechPipeline` owns, built from its spec by pure functions: a ConfigMap
+//! with the pipeline's configuration, a Deployment and a metrics Service per long-running
+//! worker, and the transform CronJob. The controller applies them with server-side apply;
+//! these builders decide what they contain and are unit-tested without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::FintechPipeline;
+
+/// Port of the workers' `/metrics`, `/healthz` and `/readyz`.
+pub const METRICS_PORT: i32 = 9090;
+/// Annotation with a hash of the configuration, so a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "fintech.io/config-hash";
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "fintech-operator";
+
+/// A long-running worker of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// `fintech produce`.
+    Producer,
+    /// `fintech stream`.
+    Streamer,
+    /// `fintech load`.
+    Loader,
+}
+
+impl Worker {
+    /// Every worker.
+    pub const ALL: [Worker; 3] = [Worker::Producer, Worker::Streamer, Worker::Loader];
+
+    /// The component name, in labels and object names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Streamer => "streamer",
+            Self::Loader => "loader",
+        }
+    }
+
+    /// The `fintech` subcommand it runs.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Producer => "produce",
+            Self::Streamer => "stream",
+            Self::Loader => "load",
+        }
+    }
+}
+
+/// Name of a child: the pipeline's name and the component.
+pub fn child_name(pipeline: &FintechPipeline, component: &str) -> String {
+    format!("{}-{component}", pipeline.name_any())
+}
+
+/// The standard labels of a child.
+pub fn labels(pipeline: &FintechPipeline, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "fintech".to_owned()),
+        ("app.kubernetes.io/instance".to_owned(), pipeline.name_any()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
+        (
+            "app.kubernetes.io/part-of".to_owned(),
+            "fintech-pipeline".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            FIELD_MANAGER.to_owned(),
+        ),
+    ])
+}
+
+fn metadata(pipeline: &FintechPipeline, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(child_name(pipeline, component)),
+        namespace: pipeline.namespace(),
+        labels: Some(labels(pipeline, component)),
+        owner_references: pipeline.controller_owner_ref(&()).map(|owner| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The pipeline's configuration as the workers' `FINTECH_*` environment variables.
+pub fn config_map(pipeline: &FintechPipeline) -> ConfigMap {
+    let spec = &pipeline.spec;
+    let mut data = BTreeMap::from([
+        ("FINTECH_LOG_FORMAT", "json".to_owned()),
+        ("FINTECH_METRICS_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
+        (
+            "FINTECH_KAFKA_BOOTSTRAP_SERVERS",
+            spec.kafka.bootstrap_servers.clone(),
+        ),
+        ("FINTECH_KAFKA_TOPIC", spec.kafka.topic.clone()),
+        (
+            "FINTECH_KAFKA_PARTITIONS",
+            spec.kafka.partitions.to_string(),
+        ),
+        ("FINTECH_LAKE_URL", spec.object_store.bucket_url.clone()),
+        ("FINTECH_S3_REGION", spec.object_store.region.clone()),
+        ("FINTECH_RATE", spec.producer.rate.to_string()),
+        (
+            "FINTECH_KAGGLE_SHARE",
+            (1.0 - spec.producer.synthetic_share).to_string(),
+        ),
+        (
+            "FINTECH_SETTLEMENT_SHARE",
+            spec.producer.settlement_share.to_string(),
+        ),
+        (
+            "FINTECH_FAULT_MALFORMED_JSON",
+            spec.producer.malformed_rate.to_string(),
+        ),
+        (
+            "FINTECH_FAULT_DUPLICATE",
+            spec.producer.duplicate_rate.to_string(),
+        ),
+        (
+            "FINTECH_BATCH_INTERVAL_SECS",
+            spec.streamer.batch_interval_seconds.to_string(),
+        ),
+        (
+            "FINTECH_BATCH_MAX_ROWS",
+            spec.streamer.max_batch_rows.to_string(),
+        ),
+        (
+            "FINTECH_LOAD_INTERVAL_SECS",
+            spec.loader.interval_seconds.to_string(),
+        ),
+        (
+            "FINTECH_LOOKBACK_DAYS",
+            spec.transform.lookback_days.to_string(),
+        ),
+    ]);
+    if !spec.object_store.endpoint.is_empty() {
+        data.insert("FINTECH_S3_ENDPOINT", spec.object_store.endpoint.clone());
+    }
+    ConfigMap {
+        metadata: metadata(pipeline, "config"),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),
+        ..ConfigMap::default()
+    }
+}
+
+/// A stable hash of the ConfigMap's data (FNV-1a), for [`CONFIG_HASH_ANNOTATION`].
+pub fn config_hash(config: &ConfigMap) -> String {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for (key, value) in config.data.iter().flatten() {
+        for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+fn image(pipeline: &FintechPipeline) -> String {
+    let tag = match pipeline.spec.image.tag.as_str() {
+        "" => env!("CARGO_PKG_VERSION"),
+        tag => tag,
+    };
+    format!("{}:{tag}", pipeline.spec.image.repository)
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn default_resources(cpu: &str, memory: &str) -> ResourceRequirements {
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])
+    };
+    ResourceRequirements {
+        requests: Some(quantities(cpu, memory)),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(memory.to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+/// The worker container: arguments, environment from the ConfigMap and Secrets, probes, a
+/// locked-down security context.
+fn container(
+    pipeline: &FintechPipeline,
+    name: &str,
+    args: Vec<String>,
+    resources: ResourceRequirements,
+    probes: bool,
+) -> Container {
+    let spec = &pipeline.spec;
+    let mut env = vec![
+        secret_env(
+            "AWS_ACCESS_KEY_ID",
+            &spec.object_store.credentials_secret,
+            "AWS_ACCESS_KEY_ID",
+        ),
+        secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &spec.object_store.credentials_secret,
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+        secret_env(
+            "FINTECH_DATABASE_URL",
+            &spec.warehouse.url_secret,
+            &spec.warehouse.url_key,
+        ),
+    ];
+    if spec.object_store.endpoint.starts_with("http://") {
+        env.push(EnvVar {
+            name: "AWS_ALLOW_HTTP".to_owned(),
+            value: Some("true".to_owned()),
+            ..EnvVar::default()
+        });
+    }
+    Container {
+        name: name.to_owned(),
+        image: Some(image(pipeline)),
+        image_pull_policy: Some(format!("{:?}", spec.image.pull_policy)),
+        args: Some(args),
+        env: Some(env),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: child_name(pipeline, "config"),
+                optional: Some(false),
+            }),
+            ..EnvFromSource::default()
+        }]),
+        ports: probes.then(|| {
+            vec![ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: METRICS_PORT,
+                ..ContainerPort::default()
+            }]
+        }),
+        liveness_probe: probes.then(|| probe("/healthz")),
+        readiness_probe: probes.then(|| probe("/readyz")),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65_532),
+        run_as_group: Some(65_532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The replicas a worker should have: zero when the pipeline is suspended (or the producer
+/// disabled), the spec's count for the streamer, one otherwise.
+pub fn desired_replicas(pipeline: &FintechPipeline, worker: Worker) -> i32 {
+    let spec = &pipeline.spec;
+    if spec.suspend {
+        return 0;
+    }
+    match worker {
+        Worker::Producer if !spec.producer.enabled => 0,
+        Worker::Streamer => spec.streamer.replicas,
+        _ => 1,
+    }
+}
+
+/// The Deployment of one worker; `config_hash` rolls its pods when the configuration changes.
+pub fn deployment(pipeline: &FintechPipeline, worker: Worker, config_hash: &str) -> Deployment {
+    let spec = &pipeline.spec;
+    let component = worker.as_str();
+    let (resources, defaults) = match worker {
+        Worker::Producer => (&spec.producer.resources, default_resources("100m", "128Mi")),
+        Worker::Streamer => (&spec.streamer.resources, default_resources("250m", "256Mi")),
+        Worker::Loader => (&spec.loader.resources, default_resources("250m", "256Mi")),
+    };
+    let mut args = vec![worker.command().to_owned()];
+    if worker == Worker::Streamer {
+        args.push(format!("--group-id={}", child_name(pipeline, "streamer")));
+    }
+    let selector = BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), pipeline.name_any()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
+    ]);
+    Deployment {
+        metadata: metadata(pipeline, component),
+        spec: DeploymentSpec {
+            replicas: Some(desired_replicas(pipeline, worker)),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            // The streamer must drain and commit before its replacement joins the group.
+            strategy: (worker != Worker::Loader).then(|| DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                ..DeploymentStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(pipeline, component)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.to_owned(),
+                        config_hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container(
+                        pipeline,
+                        component,
+                        args,
+                        resources.clone().unwrap_or(defaults),
+                        true,
+                    )],
+                    security_context: Some(pod_security()),
+                    // Long enough for the streamer to write and commit its open batch.
+                    termination_grace_period_seconds: Some(120),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+/// The metrics Service of one worker.
+pub fn metrics_service(pipeline: &FintechPipeline, worker: Worker) -> Service {
+    let component = worker.as_str();
+    Service {
+        metadata: metadata(pipeline, &format!("{component}-metrics")),
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([
+                ("app.kubernetes.io/instance".to_owned(), pipeline.name_any()),
+                (
+                    "app.kubernetes.io/component".to_owned(),
+                    component.to_owned(),
+                ),
+            ])),
+            ports: Some(vec![ServicePort {
+                name: Some("metrics".to_owned()),
+                port: METRICS_PORT,
+                target_port: Some(IntOrString::String("metrics".to_owned())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The transform CronJob: one run at a time, a short history, suspended with the pipeline.
+pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> CronJob {
+    let spec = &pipeline.spec;
+    let resources = spec
+        .transform
+        .resources
+        .clone()
+        .unwrap_or_else(|| default_resources("250m", "256Mi"));
+    CronJob {
+        metadata: metadata(pipeline, "transform"),
+        spec: CronJobSpec {
+            schedule: spec.transform.schedule.clone(),
+            time_zone: (!spec.transform.time_zone.is_empty())
+                .then(|| spec.transform.time_zone.clone()),
+            concurrency_policy: Some("Forbid".to_owned()),
+            suspend: Some(spec.suspend || spec.transform.suspend),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            starting_deadline_seconds: Some(3_600),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(pipeline, "transform")),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels(pipeline, "transform")),
+                            annotations: Some(BTreeMap::from([(
+                                CONFIG_HASH_ANNOTATION.to_owned(),
+                                config_hash.to_owned(),
+                            )])),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(PodSpec {
+                            containers: vec![container(
+                                pipeline,
+                                "transform",
+                                vec!["transform".to_owned()],
+                                resources,
+                                false,
+                            )],
+                            restart_policy: Some("Never".to_owned()),
+                            security_context: Some(pod_security()),
+                            ..PodSpec::default()
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        },
+        ..CronJob::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::FintechPipelineSpec;
+
+    fn pipeline(spec: &str) -> FintechPipeline {
+        let spec: FintechPipelineSpec = serde_json::from_str(spec).unwrap();
+        let mut pipeline = FintechPipeline::new("demo", spec);
+        pipeline.metadata.namespace = Some("analytics".to_owned());
+        pipeline.metadata.uid = Some("1234".to_owned());
+        pipeline
+    }
+
+    #[test]
+    fn every_child_is_owned_labelled_and_named_after_the_pipeline() {
+        let p = pipeline("{}");
+        let hash = config_hash(&config_map(&p));
+        let metas = [
+            config_map(&p).metadata,
+            deployment(&p, Worker::Streamer, &hash).metadata,
+            metrics_service(&p, Worker::Loader).metadata,
+            transform_cron_job(&p, &hash).metadata,
+        ];
+        for meta in metas {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("FintechPipeline", "1234", Some(true))
+            );
+            assert_eq!(meta.namespace.as_deref(), Some("analytics"));
+            assert!(meta.name.unwrap().starts_with("demo-"));
+            assert_eq!(meta.labels.unwrap()["app.kubernetes.io/instance"], "demo");
+        }
+    }
+
+    #[test]
+    fn workers_are_locked_down_probed_and_configured_from_the_config_map_and_secrets() {
+        let p = pipeline("{}");
+        let deployment = deployment(&p, Worker::Streamer, "abc");
+        let pod = deployment.spec.template;
+        assert_eq!(
+            pod.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION],
+            "abc"
+        );
+        let pod = pod.spec.unwrap();
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(container.args.as_ref().unwrap()[0], "stream");
+        let env = container.env.as_ref().unwrap();
+        let database = env
+            .iter()
+            .find(|e| e.name == "FINTECH_DATABASE_URL")
+            .unwrap();
+        let secret = database
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("fintech-postgres", "url")
+        );
+        assert!(
+            env.iter().any(|e| e.name == "AWS_ALLOW_HTTP"),
+            "the default MinIO endpoint is plain HTTP"
+        );
+        assert_eq!(
+            container.image.as_deref(),
+            Some(concat!("fintech/workers:", env!("CARGO_PKG_VERSION")))
+        );
+    }
+
+    #[test]
+    fn suspend_scales_to_zero_and_suspends_the_schedule() {
+        let running = pipeline(r#"{"streamer": {"replicas": 3}}"#);
+        assert_eq!(desired_replicas(&running, Worker::Streamer), 3);
+        assert_eq!(transform_cron_job(&running, "h").spec.suspend, Some(false));
+        let suspended = pipeline(r#"{"suspend": true, "streamer": {"replicas": 3}}"#);
+        for worker in Worker::ALL {
+            assert_eq!(desired_replicas(&suspended, worker), 0);
+        }
+        let cron = transform_cron_job(&suspended, "h").spec;
+        assert_eq!(cron.suspend, Some(true));
+        assert_eq!(cron.concurrency_policy.as_deref(), Some("Forbid"));
+        let no_producer = pipeline(r#"{"producer": {"enabled": false}}"#);
+        assert_eq!(desired_replicas(&no_producer, Worker::Producer), 0);
+    }
+
+    #[test]
+    fn a_configuration_change_changes_the_hash() {
+        let a = config_hash(&config_map(&pipeline("{}")));
+        let b = config_hash(&config_map(&pipeline(
+            r#"{"loader": {"intervalSeconds": 5}}"#,
+        )));
+        assert_ne!(a, b);
+        assert_eq!(a, config_hash(&config_map(&pipeline("{}"))));
+    }
+}
