@@ -457,7 +457,6 @@ pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> Cron
                     ..JobSpec::default()
                 }),
             },
-            ..CronJobSpec::default()
         },
         ..CronJob::default()
     }
