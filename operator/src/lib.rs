@@ -1,7 +1,9 @@
-//! fintech-operator: the `FintechPipeline` custom resource and, to come, its controller.
+//! fintech-operator: the `FintechPipeline` custom resource and its controller.
 
 pub mod children;
+pub mod controller;
 pub mod crd;
+pub mod status;
 
 use kube::CustomResourceExt;
 

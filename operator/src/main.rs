@@ -14,19 +14,44 @@ struct Cli {
 enum Command {
     /// Print the FintechPipeline CustomResourceDefinition as YAML.
     Crd,
-    /// Run the controller (not built yet).
+    /// Run the controller until SIGTERM or Ctrl-C.
     Run,
 }
 
-fn main() -> std::process::ExitCode {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", fintech_operator::crd_yaml());
             std::process::ExitCode::SUCCESS
         }
         Command::Run => {
-            eprintln!("fintech-operator: the FintechPipeline controller is not implemented yet");
-            std::process::ExitCode::FAILURE
+            tracing_subscriber::fmt()
+                .json()
+                .with_writer(std::io::stderr)
+                .init();
+            let client = match kube::Client::try_default().await {
+                Ok(client) => client,
+                Err(error) => {
+                    eprintln!("fintech-operator: cannot reach the Kubernetes API: {error}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let shutdown = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut terminate) => {
+                        tokio::select! {
+                            _ = terminate.recv() => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            };
+            fintech_operator::controller::run(client, shutdown).await;
+            std::process::ExitCode::SUCCESS
         }
     }
 }

@@ -1,0 +1,181 @@
+//! The controller: reconciles each `FintechPipeline` into its children with server-side
+//! apply, and writes what it observed to the status subresource.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::children::{self, FIELD_MANAGER, Worker};
+use crate::crd::{FintechPipeline, TransformStatus};
+use crate::status::{self, Availability, Observed};
+
+/// How often a pipeline is reconciled when nothing changes, to refresh its status.
+const RESYNC: Duration = Duration::from_secs(60);
+
+/// Errors of a reconcile, named for the failed action.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The resource has no namespace (it is namespaced, so this means a broken object).
+    #[error("the FintechPipeline has no namespace")]
+    MissingNamespace,
+    /// Applying a child failed.
+    #[error("applying {kind} {name} failed: {source}")]
+    ApplyChild {
+        /// The child's kind.
+        kind: &'static str,
+        /// The child's name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Writing the status failed.
+    #[error("writing the status failed: {0}")]
+    PatchStatus(#[source] kube::Error),
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let pipelines: Api<FintechPipeline> = Api::all(client.clone());
+    let config = watcher::Config::default();
+    Controller::new(pipelines, config.clone())
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<CronJob>::all(client.clone()), config.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(Context { client }))
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(pipeline = %object.name, "reconciled"),
+                Err(error) => tracing::warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// Applies every child, then writes the status.
+pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = pipeline.namespace().ok_or(Error::MissingNamespace)?;
+    let client = &ctx.client;
+    let config = children::config_map(&pipeline);
+    let hash = children::config_hash(&config);
+    apply(client, &namespace, "ConfigMap", &config).await?;
+    let mut deployments = Vec::new();
+    for worker in Worker::ALL {
+        let applied = apply(
+            client,
+            &namespace,
+            "Deployment",
+            &children::deployment(&pipeline, worker, &hash),
+        )
+        .await?;
+        deployments.push((worker, applied));
+        apply(
+            client,
+            &namespace,
+            "Service",
+            &children::metrics_service(&pipeline, worker),
+        )
+        .await?;
+    }
+    let cron_job = apply(
+        client,
+        &namespace,
+        "CronJob",
+        &children::transform_cron_job(&pipeline, &hash),
+    )
+    .await?;
+
+    let availability = |worker: Worker| {
+        deployments
+            .iter()
+            .find(|(w, _)| *w == worker)
+            .map(|(_, d): &(Worker, Deployment)| Availability {
+                ready: d
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                desired: d.spec.replicas.unwrap_or(0),
+            })
+            .unwrap_or_default()
+    };
+    let cron_status = cron_job.status.unwrap_or_default();
+    let observed = Observed {
+        producer: availability(Worker::Producer),
+        streamer: availability(Worker::Streamer),
+        loader: availability(Worker::Loader),
+        cron_job_present: true,
+        transform: TransformStatus {
+            last_schedule_time: cron_status.last_schedule_time.map(|t| t.0.to_string()),
+            last_successful_time: cron_status.last_successful_time.map(|t| t.0.to_string()),
+        },
+    };
+    let status = status::compute(&pipeline, &observed, Timestamp::now());
+    let patch = serde_json::json!({
+        "apiVersion": FintechPipeline::api_version(&()),
+        "kind": FintechPipeline::kind(&()),
+        "status": status,
+    });
+    Api::<FintechPipeline>::namespaced(client.clone(), &namespace)
+        .patch_status(
+            &pipeline.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .map_err(Error::PatchStatus)?;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Retries a failed reconcile after a pause.
+pub fn error_policy(pipeline: Arc<FintechPipeline>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(pipeline = %pipeline.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Server-side applies `object` with the operator's field manager and returns what the API
+/// server stored.
+async fn apply<K>(
+    client: &Client,
+    namespace: &str,
+    kind: &'static str,
+    object: &K,
+) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(|source| Error::ApplyChild { kind, name, source })
+}

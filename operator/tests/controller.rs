@@ -1,0 +1,217 @@
+//! The controller against the real API server: a pipeline gets every child with an owner
+//! reference and a status; spec changes reach the children; a deleted child comes back;
+//! suspend scales to zero; deleting the pipeline lets the garbage collector remove the rest.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::testenv_var;
+use fintech_operator::crd::FintechPipeline;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+/// Waits up to 60 s for `check` to hold.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
+    deployments
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|d| d.spec.replicas)
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn the_controller_reconciles_a_pipeline_into_its_children() {
+    testenv_var("KUBECONFIG");
+    let crd = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/fintechpipelines.fintech.io.yaml"
+    );
+    let applied = std::process::Command::new(testenv_var("KUBECTL"))
+        .args(["apply", "--server-side", "-f", crd])
+        .output()
+        .unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    std::process::Command::new(testenv_var("KUBECTL"))
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "crd/fintechpipelines.fintech.io",
+            "--timeout=60s",
+        ])
+        .status()
+        .unwrap();
+
+    let client = Client::try_default().await.unwrap();
+    let namespace = format!("controller-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(fintech_operator::controller::run(client.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let pipelines: Api<FintechPipeline> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
+    pipelines
+        .create(
+            &PostParams::default(),
+            &FintechPipeline::new("demo", serde_json::from_str("{}").unwrap()),
+        )
+        .await
+        .unwrap();
+
+    // Every child, owned by the pipeline, and a status for generation 1.
+    eventually("the children and the status", || async {
+        let status = pipelines.get("demo").await.unwrap().status;
+        status.is_some_and(|s| s.observed_generation == Some(1))
+    })
+    .await;
+    let pipeline = pipelines.get("demo").await.unwrap();
+    let status = pipeline.status.unwrap();
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Pending"),
+        "no kubelet runs, so no pod is ready"
+    );
+    assert_eq!(status.ready_components.as_deref(), Some("0/3"));
+    let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "Ready",
+            "ProducerAvailable",
+            "StreamerAvailable",
+            "LoaderAvailable",
+            "TransformScheduled"
+        ]
+    );
+    let uid = pipeline.metadata.uid.unwrap();
+    for name in ["demo-producer", "demo-streamer", "demo-loader"] {
+        let owners = deployments
+            .get(name)
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap();
+        assert_eq!(owners[0].uid, uid);
+    }
+    Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .get("demo-config")
+        .await
+        .unwrap();
+    Api::<Service>::namespaced(client.clone(), &namespace)
+        .get("demo-streamer-metrics")
+        .await
+        .unwrap();
+    let cron = cron_jobs.get("demo-transform").await.unwrap();
+    assert_eq!(cron.spec.schedule, "0 2 * * *");
+    assert_eq!(cron.spec.concurrency_policy.as_deref(), Some("Forbid"));
+
+    // A spec change reaches the children and the observed generation.
+    let patch = serde_json::json!({"spec": {"streamer": {"replicas": 2}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("the streamer scaled to 2", || async {
+        replicas(&deployments, "demo-streamer").await == Some(2)
+    })
+    .await;
+    eventually("generation 2 observed", || async {
+        pipelines
+            .get("demo")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+
+    // A deleted child comes back.
+    deployments
+        .delete("demo-loader", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the loader restored", || async {
+        replicas(&deployments, "demo-loader").await == Some(1)
+    })
+    .await;
+
+    // Suspend scales every worker to zero and suspends the schedule.
+    let patch = serde_json::json!({"spec": {"suspend": true}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("everything suspended", || async {
+        let mut zero = true;
+        for name in ["demo-producer", "demo-streamer", "demo-loader"] {
+            zero &= replicas(&deployments, name).await == Some(0);
+        }
+        let suspended = cron_jobs.get("demo-transform").await.unwrap().spec.suspend == Some(true);
+        let phase = pipelines
+            .get("demo")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase);
+        zero && suspended && phase.as_deref() == Some("Suspended")
+    })
+    .await;
+
+    // Deleting the pipeline lets the garbage collector remove its children.
+    pipelines
+        .delete("demo", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    eventually("the children collected", || async {
+        deployments
+            .get_opt("demo-streamer")
+            .await
+            .unwrap()
+            .is_none()
+            && cron_jobs.get_opt("demo-transform").await.unwrap().is_none()
+    })
+    .await;
+
+    let _ = stop.send(());
+    controller.await.unwrap();
+    Api::<Namespace>::all(client)
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+}
