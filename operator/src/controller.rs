@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -22,6 +22,9 @@ use crate::status::{self, Availability, Observed};
 
 /// How often a pipeline is reconciled when nothing changes, to refresh its status.
 const RESYNC: Duration = Duration::from_secs(60);
+
+/// How soon a pipeline whose Secrets are missing is reconciled again.
+const WAITING_FOR_SECRETS: Duration = Duration::from_secs(5);
 
 /// Errors of a reconcile, named for the failed action.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,9 @@ pub enum Error {
         /// Why.
         source: kube::Error,
     },
+    /// Reading a Secret the spec names failed (other than it being absent).
+    #[error("reading a Secret failed: {0}")]
+    ReadSecret(#[source] kube::Error),
     /// Writing the status failed.
     #[error("writing the status failed: {0}")]
     PatchStatus(#[source] kube::Error),
@@ -126,10 +132,17 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         streamer: availability(Worker::Streamer),
         loader: availability(Worker::Loader),
         cron_job_present: true,
+        missing_secrets: missing_secrets(client, &namespace, &pipeline).await?,
         transform: TransformStatus {
             last_schedule_time: cron_status.last_schedule_time.map(|t| t.0.to_string()),
             last_successful_time: cron_status.last_successful_time.map(|t| t.0.to_string()),
         },
+    };
+    // A pipeline waiting for its Secrets is checked again soon; Secrets are not watched.
+    let requeue = if observed.missing_secrets.is_empty() {
+        RESYNC
+    } else {
+        WAITING_FOR_SECRETS
     };
     let status = status::compute(&pipeline, &observed, Timestamp::now());
     let patch = serde_json::json!({
@@ -145,7 +158,41 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         )
         .await
         .map_err(Error::PatchStatus)?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(requeue))
+}
+
+/// The Secrets the spec names that are missing or lack a key, described for the user.
+async fn missing_secrets(
+    client: &Client,
+    namespace: &str,
+    pipeline: &FintechPipeline,
+) -> Result<Vec<String>, Error> {
+    let spec = &pipeline.spec;
+    let wanted = [
+        (
+            spec.object_store.credentials_secret.as_str(),
+            vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        ),
+        (
+            spec.warehouse.url_secret.as_str(),
+            vec![spec.warehouse.url_key.as_str()],
+        ),
+    ];
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut missing = Vec::new();
+    for (name, keys) in wanted {
+        let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+        let present = |key: &str| {
+            secret.as_ref().is_some_and(|s| {
+                s.data.as_ref().is_some_and(|d| d.contains_key(key))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+            })
+        };
+        if !keys.iter().all(|key| present(key)) {
+            missing.push(format!("Secret {name} with key(s) {}", keys.join(", ")));
+        }
+    }
+    Ok(missing)
 }
 
 /// Retries a failed reconcile after a pause.

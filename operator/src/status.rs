@@ -34,6 +34,8 @@ pub struct Observed {
     pub cron_job_present: bool,
     /// The CronJob's status times.
     pub transform: TransformStatus,
+    /// Secrets the spec names that do not exist, each with what it must hold.
+    pub missing_secrets: Vec<String>,
 }
 
 fn condition(
@@ -96,7 +98,9 @@ pub fn compute(
         .filter(|(_, _, a)| a.desired > 0 && a.available())
         .count();
     let wanted_workers = workers.iter().filter(|(_, _, a)| a.desired > 0).count();
-    let phase = if pipeline.spec.suspend {
+    let phase = if !observed.missing_secrets.is_empty() {
+        "Failed"
+    } else if pipeline.spec.suspend {
         "Suspended"
     } else if all_available {
         "Running"
@@ -105,16 +109,25 @@ pub fn compute(
     } else {
         "Degraded"
     };
+    let namespace = pipeline.metadata.namespace.as_deref().unwrap_or("default");
+    let (reason, message) = if observed.missing_secrets.is_empty() {
+        (
+            phase.to_owned(),
+            format!("{ready_workers}/{wanted_workers} components ready"),
+        )
+    } else {
+        (
+            "SecretMissing".to_owned(),
+            format!(
+                "missing in namespace {namespace}: {}; create them, or point the spec at existing Secrets",
+                observed.missing_secrets.join("; ")
+            ),
+        )
+    };
+    let ready = all_available && !pipeline.spec.suspend && observed.missing_secrets.is_empty();
     conditions.insert(
         0,
-        condition(
-            "Ready",
-            all_available && !pipeline.spec.suspend,
-            phase,
-            format!("{ready_workers}/{wanted_workers} components ready"),
-            generation,
-            &now,
-        ),
+        condition("Ready", ready, &reason, message, generation, &now),
     );
     let previous = pipeline
         .status
@@ -222,6 +235,34 @@ mod tests {
             .find(|c| c.type_ == "TransformScheduled")
             .unwrap();
         assert_eq!(scheduled.status, "False");
+    }
+
+    #[test]
+    fn a_missing_secret_fails_the_pipeline_with_what_to_create() {
+        let mut p = pipeline("{}");
+        p.metadata.namespace = Some("analytics".to_owned());
+        let observed = Observed {
+            missing_secrets: vec!["Secret fintech-postgres with key url".to_owned()],
+            ..Observed::default()
+        };
+        let status = compute(&p, &observed, Timestamp::UNIX_EPOCH);
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (
+                ready.type_.as_str(),
+                ready.status.as_str(),
+                ready.reason.as_str()
+            ),
+            ("Ready", "False", "SecretMissing")
+        );
+        assert!(
+            ready
+                .message
+                .contains("namespace analytics: Secret fintech-postgres with key url"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]

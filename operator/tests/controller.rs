@@ -10,7 +10,7 @@ use common::testenv_var;
 use fintech_operator::crd::FintechPipeline;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
@@ -93,10 +93,48 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         .await
         .unwrap();
 
-    // Every child, owned by the pipeline, and a status for generation 1.
-    eventually("the children and the status", || async {
+    // Without its Secrets the pipeline is Failed, with a message saying what to create.
+    eventually("a status for generation 1", || async {
         let status = pipelines.get("demo").await.unwrap().status;
         status.is_some_and(|s| s.observed_generation == Some(1))
+    })
+    .await;
+    let status = pipelines.get("demo").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    let message = &status.conditions[0].message;
+    assert!(
+        message.contains("Secret fintech-postgres with key(s) url"),
+        "{message}"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    for (name, keys) in [
+        (
+            "fintech-minio",
+            vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        ),
+        ("fintech-postgres", vec!["url"]),
+    ] {
+        let data = keys
+            .into_iter()
+            .map(|k| (k.to_owned(), "x".to_owned()))
+            .collect();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            string_data: Some(data),
+            ..Secret::default()
+        };
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    // With them, every child exists, owned by the pipeline, and the phase is Pending.
+    eventually("the Secrets noticed", || async {
+        let status = pipelines.get("demo").await.unwrap().status;
+        status.and_then(|s| s.phase).as_deref() == Some("Pending")
     })
     .await;
     let pipeline = pipelines.get("demo").await.unwrap();
