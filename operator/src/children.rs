@@ -24,6 +24,8 @@ use crate::crd::FintechPipeline;
 pub const METRICS_PORT: i32 = 9090;
 /// Annotation with a hash of the configuration, so a change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "fintech.io/config-hash";
+/// Annotation that requests a manual transform run: each new value starts one Job.
+pub const RUN_TRANSFORM_ANNOTATION: &str = "fintech.io/run-transform";
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "fintech-operator";
 
@@ -462,6 +464,30 @@ pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> Cron
     }
 }
 
+/// A one-off transform Job for the manual-run `token`, from the CronJob's template. Its name
+/// is a function of the token, so asking twice with one token makes one Job.
+pub fn manual_transform_job(
+    pipeline: &FintechPipeline,
+    token: &str,
+    config_hash: &str,
+) -> k8s_openapi::api::batch::v1::Job {
+    let template = transform_cron_job(pipeline, config_hash).spec.job_template;
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in token.bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut meta = metadata(pipeline, &format!("transform-manual-{:08x}", hash as u32));
+    meta.annotations = Some(BTreeMap::from([(
+        RUN_TRANSFORM_ANNOTATION.to_owned(),
+        token.to_owned(),
+    )]));
+    k8s_openapi::api::batch::v1::Job {
+        metadata: meta,
+        spec: template.spec,
+        ..k8s_openapi::api::batch::v1::Job::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +598,29 @@ mod tests {
         assert_eq!(cron.concurrency_policy.as_deref(), Some("Forbid"));
         let no_producer = pipeline(r#"{"producer": {"enabled": false}}"#);
         assert_eq!(desired_replicas(&no_producer, Worker::Producer), 0);
+    }
+
+    #[test]
+    fn a_manual_run_job_is_named_by_its_token() {
+        let p = pipeline("{}");
+        let a = manual_transform_job(&p, "2026-11-24T10:00", "h");
+        assert_eq!(
+            a.metadata.name,
+            manual_transform_job(&p, "2026-11-24T10:00", "h")
+                .metadata
+                .name
+        );
+        assert_ne!(
+            a.metadata.name,
+            manual_transform_job(&p, "another", "h").metadata.name
+        );
+        assert_eq!(
+            a.spec.unwrap().template.spec.unwrap().containers[0]
+                .args
+                .as_ref()
+                .unwrap()[0],
+            "transform"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -126,6 +126,7 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
             })
             .unwrap_or_default()
     };
+    let manual = manual_run(client, &namespace, &pipeline, &hash).await?;
     let cron_status = cron_job.status.unwrap_or_default();
     let observed = Observed {
         producer: availability(Worker::Producer),
@@ -136,6 +137,8 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         transform: TransformStatus {
             last_schedule_time: cron_status.last_schedule_time.map(|t| t.0.to_string()),
             last_successful_time: cron_status.last_successful_time.map(|t| t.0.to_string()),
+            last_manual_run_token: manual.as_ref().map(|(token, _)| token.clone()),
+            last_manual_run_job: manual.map(|(_, job)| job),
         },
     };
     // A pipeline waiting for its Secrets is checked again soon; Secrets are not watched.
@@ -159,6 +162,49 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         .await
         .map_err(Error::PatchStatus)?;
     Ok(Action::requeue(requeue))
+}
+
+/// Starts the Job of a manual run when the annotation carries a token; returns the token
+/// and the Job's name. The Job's name follows from the token, so a token runs once.
+async fn manual_run(
+    client: &Client,
+    namespace: &str,
+    pipeline: &FintechPipeline,
+    hash: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let Some(token) = pipeline
+        .annotations()
+        .get(children::RUN_TRANSFORM_ANNOTATION)
+    else {
+        return Ok(None);
+    };
+    // A token already reported has run; its Job may since have been cleaned up.
+    let reported = pipeline.status.as_ref().and_then(|s| s.transform.as_ref());
+    if let Some(reported) = reported
+        && reported.last_manual_run_token.as_deref() == Some(token.as_str())
+    {
+        return Ok(Some((
+            token.clone(),
+            reported.last_manual_run_job.clone().unwrap_or_default(),
+        )));
+    }
+    let job = children::manual_transform_job(pipeline, token, hash);
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    match jobs.create(&kube::api::PostParams::default(), &job).await {
+        Ok(_) => {
+            tracing::info!(pipeline = %pipeline.name_any(), job = %name, "started a manual transform run")
+        }
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+        Err(source) => {
+            return Err(Error::ApplyChild {
+                kind: "Job",
+                name,
+                source,
+            });
+        }
+    }
+    Ok(Some((token.clone(), name)))
 }
 
 /// The Secrets the spec names that are missing or lack a key, described for the user.

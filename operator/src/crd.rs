@@ -287,6 +287,13 @@ pub struct TransformStatus {
     /// When a transform Job last succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<String>,
+    /// The token of the last manual run requested with the `fintech.io/run-transform`
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_run_token: Option<String>,
+    /// The Job that manual run created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_run_job: Option<String>,
 }
 
 impl Default for ImageSpec {

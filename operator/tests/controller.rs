@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use common::testenv_var;
 use fintech_operator::crd::FintechPipeline;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 /// Waits up to 60 s for `check` to hold.
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -208,6 +208,52 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         replicas(&deployments, "demo-loader").await == Some(1)
     })
     .await;
+
+    // A manual run: one Job per token, however often the pipeline is reconciled.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let annotate =
+        serde_json::json!({"metadata": {"annotations": {"fintech.io/run-transform": "run-1"}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    eventually("the manual run reported", || async {
+        let status = pipelines.get("demo").await.unwrap().status;
+        status
+            .and_then(|s| s.transform)
+            .and_then(|t| t.last_manual_run_token)
+            .as_deref()
+            == Some("run-1")
+    })
+    .await;
+    let touch = serde_json::json!({"spec": {"loader": {"intervalSeconds": 30}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    eventually("generation 3 observed", || async {
+        pipelines
+            .get("demo")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.observed_generation == Some(3))
+    })
+    .await;
+    let manual: Vec<Job> = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|job| {
+            job.annotations()
+                .get("fintech.io/run-transform")
+                .map(String::as_str)
+                == Some("run-1")
+        })
+        .collect();
+    assert_eq!(manual.len(), 1, "exactly one Job for one token");
 
     // Suspend scales every worker to zero and suspends the schedule.
     let patch = serde_json::json!({"spec": {"suspend": true}});
