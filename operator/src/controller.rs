@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -54,6 +55,8 @@ pub enum Error {
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
+    /// Publishes Kubernetes Events about pipelines.
+    pub recorder: Recorder,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -69,7 +72,20 @@ pub async fn run(
         .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(Context { client }))
+        .run(
+            reconcile,
+            error_policy,
+            Arc::new(Context {
+                recorder: Recorder::new(
+                    client.clone(),
+                    Reporter {
+                        controller: FIELD_MANAGER.to_owned(),
+                        instance: std::env::var("POD_NAME").ok(),
+                    },
+                ),
+                client,
+            }),
+        )
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(pipeline = %object.name, "reconciled"),
@@ -79,11 +95,60 @@ pub async fn run(
         .await;
 }
 
-/// Applies every child, then writes the status.
+/// Applies every child, then writes the status; failures become Warning Events on the
+/// pipeline as well as errors.
 pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = apply_and_report(&pipeline, &ctx).await;
+    if let Err(error) = &result {
+        let reason = match error {
+            Error::MissingNamespace => "InvalidResource",
+            Error::ApplyChild { .. } => "ApplyFailed",
+            Error::ReadSecret(_) => "SecretUnreadable",
+            Error::PatchStatus(_) => "StatusUpdateFailed",
+        };
+        publish(
+            &ctx,
+            &pipeline,
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            error.to_string(),
+        )
+        .await;
+    }
+    result
+}
+
+/// Publishes an Event about `pipeline`; a failure to publish is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    pipeline: &FintechPipeline,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &pipeline.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%error, reason, "publishing an event failed");
+    }
+}
+
+async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<Action, Error> {
     let namespace = pipeline.namespace().ok_or(Error::MissingNamespace)?;
     let client = &ctx.client;
-    let config = children::config_map(&pipeline);
+    let previous_phase = pipeline.status.as_ref().and_then(|s| s.phase.clone());
+    let config = children::config_map(pipeline);
     let hash = children::config_hash(&config);
     apply(client, &namespace, "ConfigMap", &config).await?;
     let mut deployments = Vec::new();
@@ -92,7 +157,7 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
             client,
             &namespace,
             "Deployment",
-            &children::deployment(&pipeline, worker, &hash),
+            &children::deployment(pipeline, worker, &hash),
         )
         .await?;
         deployments.push((worker, applied));
@@ -100,7 +165,7 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
             client,
             &namespace,
             "Service",
-            &children::metrics_service(&pipeline, worker),
+            &children::metrics_service(pipeline, worker),
         )
         .await?;
     }
@@ -108,7 +173,7 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         client,
         &namespace,
         "CronJob",
-        &children::transform_cron_job(&pipeline, &hash),
+        &children::transform_cron_job(pipeline, &hash),
     )
     .await?;
 
@@ -126,14 +191,32 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
             })
             .unwrap_or_default()
     };
-    let manual = manual_run(client, &namespace, &pipeline, &hash).await?;
+    let manual = manual_run(client, &namespace, pipeline, &hash).await?;
+    if let Some((token, job)) = &manual
+        && pipeline
+            .status
+            .as_ref()
+            .and_then(|s| s.transform.as_ref())
+            .and_then(|t| t.last_manual_run_token.as_deref())
+            != Some(token.as_str())
+    {
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            "ManualTransformRun",
+            "RunTransform",
+            format!("started Job {job} for token {token}"),
+        )
+        .await;
+    }
     let cron_status = cron_job.status.unwrap_or_default();
     let observed = Observed {
         producer: availability(Worker::Producer),
         streamer: availability(Worker::Streamer),
         loader: availability(Worker::Loader),
         cron_job_present: true,
-        missing_secrets: missing_secrets(client, &namespace, &pipeline).await?,
+        missing_secrets: missing_secrets(client, &namespace, pipeline).await?,
         transform: TransformStatus {
             last_schedule_time: cron_status.last_schedule_time.map(|t| t.0.to_string()),
             last_successful_time: cron_status.last_successful_time.map(|t| t.0.to_string()),
@@ -147,7 +230,7 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
     } else {
         WAITING_FOR_SECRETS
     };
-    let status = status::compute(&pipeline, &observed, Timestamp::now());
+    let status = status::compute(pipeline, &observed, Timestamp::now());
     let patch = serde_json::json!({
         "apiVersion": FintechPipeline::api_version(&()),
         "kind": FintechPipeline::kind(&()),
@@ -161,6 +244,22 @@ pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Res
         )
         .await
         .map_err(Error::PatchStatus)?;
+    if status.phase != previous_phase {
+        let note = format!(
+            "phase {} -> {}",
+            previous_phase.as_deref().unwrap_or("none"),
+            status.phase.as_deref().unwrap_or("none")
+        );
+        publish(
+            ctx,
+            pipeline,
+            EventType::Normal,
+            "PhaseChanged",
+            "Reconcile",
+            note,
+        )
+        .await;
+    }
     Ok(Action::requeue(requeue))
 }
 

@@ -255,6 +255,24 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         .collect();
     assert_eq!(manual.len(), 1, "exactly one Job for one token");
 
+    // What happened is told in Events on the pipeline.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), &namespace);
+    eventually("the events", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
+            .filter_map(|e| e.reason)
+            .collect();
+        reasons.iter().any(|r| r == "ManualTransformRun")
+            && reasons.iter().any(|r| r == "PhaseChanged")
+    })
+    .await;
+
     // Suspend scales every worker to zero and suspends the schedule.
     let patch = serde_json::json!({"spec": {"suspend": true}});
     pipelines
