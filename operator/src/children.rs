@@ -159,15 +159,23 @@ pub fn config_map(pipeline: &FintechPipeline) -> ConfigMap {
     }
 }
 
-/// A stable hash of the ConfigMap's data (FNV-1a), for [`CONFIG_HASH_ANNOTATION`].
+/// FNV-1a of `bytes`: stable across builds and platforms, unlike the standard hasher.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// A stable hash of the ConfigMap's data, for [`CONFIG_HASH_ANNOTATION`].
 pub fn config_hash(config: &ConfigMap) -> String {
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    for (key, value) in config.data.iter().flatten() {
-        for byte in key.bytes().chain([0]).chain(value.bytes()).chain([0]) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    let bytes = config
+        .data
+        .iter()
+        .flatten()
+        .flat_map(|(key, value)| key.bytes().chain([0]).chain(value.bytes()).chain([0]));
+    format!("{:016x}", fnv1a(bytes))
 }
 
 fn image(pipeline: &FintechPipeline) -> String {
@@ -472,11 +480,8 @@ pub fn manual_transform_job(
     config_hash: &str,
 ) -> k8s_openapi::api::batch::v1::Job {
     let template = transform_cron_job(pipeline, config_hash).spec.job_template;
-    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
-    for byte in token.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut meta = metadata(pipeline, &format!("transform-manual-{:08x}", hash as u32));
+    let hash = fnv1a(token.bytes()) as u32;
+    let mut meta = metadata(pipeline, &format!("transform-manual-{hash:08x}"));
     meta.annotations = Some(BTreeMap::from([(
         RUN_TRANSFORM_ANNOTATION.to_owned(),
         token.to_owned(),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::testenv_var;
+use common::{create_namespace, testenv_var};
 use fintech_operator::crd::FintechPipeline;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -64,19 +64,7 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
 
     let client = Client::try_default().await.unwrap();
     let namespace = format!("controller-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, &namespace).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(fintech_operator::controller::run(client.clone(), async {
         let _ = stopped.await;

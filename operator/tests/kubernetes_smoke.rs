@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use common::testenv_var;
+use common::{create_namespace, testenv_var};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -44,22 +44,9 @@ async fn kube_client_creates_and_reads_a_config_map() {
     testenv_var("KUBECONFIG");
     let client = Client::try_default().await.unwrap();
     let namespace = format!("smoke-{}", std::process::id());
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, &namespace).await;
 
-    let config_maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let data = BTreeMap::from([("greeting".to_owned(), "hello".to_owned())]);
     config_maps
         .create(
@@ -78,7 +65,7 @@ async fn kube_client_creates_and_reads_a_config_map() {
     let read = config_maps.get("smoke").await.unwrap();
     assert_eq!(read.data, Some(data));
 
-    namespaces
+    Api::<Namespace>::all(client)
         .delete(&namespace, &DeleteParams::default())
         .await
         .unwrap();

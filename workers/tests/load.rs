@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use chrono::{TimeZone, Utc};
-use common::{fresh_database, testenv_var};
+use common::{fresh_database, on_embedded_postgres, testenv_var};
 use fintech_workers::bronze::decode;
 use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::event::PaymentEvent;
@@ -311,10 +311,7 @@ async fn replay_loaded_file(store: &dyn ObjectStore, root: &Path) -> String {
 
 #[tokio::test]
 async fn loads_bronze_exactly_once_on_the_embedded_postgres() {
-    let folder = tempfile::tempdir().unwrap();
-    let warehouse = EmbeddedWarehouse::start(folder.path()).unwrap();
-    scenario(warehouse.options()).await;
-    warehouse.shutdown().await.unwrap();
+    on_embedded_postgres(scenario).await;
 }
 
 #[tokio::test]

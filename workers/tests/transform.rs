@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{fresh_database, testenv_var};
+use common::{fresh_database, on_embedded_postgres, testenv_var};
 use fintech_workers::transform::project::embedded_files;
 use fintech_workers::transform::{self, Project, TransformOptions};
-use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
+use fintech_workers::warehouse::WarehouseOptions;
 use sqlx::PgPool;
 
 /// One silver row: (transaction, status, event time, customer, merchant, amount, currency,
@@ -328,10 +328,7 @@ async fn scenario(options: WarehouseOptions) {
 
 #[tokio::test]
 async fn builds_gold_on_the_embedded_postgres() {
-    let folder = tempfile::tempdir().unwrap();
-    let warehouse = EmbeddedWarehouse::start(folder.path()).unwrap();
-    scenario(warehouse.options()).await;
-    warehouse.shutdown().await.unwrap();
+    on_embedded_postgres(scenario).await;
 }
 
 #[tokio::test]

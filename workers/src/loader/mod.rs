@@ -629,7 +629,8 @@ async fn insert_loaded(
     Ok(())
 }
 
-fn count(value: u64) -> i64 {
+/// A count as PostgreSQL's `bigint`, saturating instead of wrapping.
+pub fn count(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

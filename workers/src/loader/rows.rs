@@ -273,9 +273,7 @@ impl RunRows {
             push_raw(line, &timestamp_text(ingested_at.value(row), 1));
             push_text(line, file);
             push_raw(line, run_id);
-            // Replace the last tab with the end of the line.
-            line.pop();
-            line.push(b'\n');
+            end_copy_row(line);
         }
         Ok(())
     }
@@ -304,8 +302,15 @@ fn push_float(line: &mut Vec<u8>, value: Option<f64>) {
     }
 }
 
-/// Appends `value` escaped for `COPY … (FORMAT text)`.
-fn push_text(line: &mut Vec<u8>, value: &str) {
+/// Ends a row of `COPY … (FORMAT text)` whose fields were added with [`push_text`]: the
+/// last field's tab becomes the end of the line.
+pub fn end_copy_row(line: &mut Vec<u8>) {
+    line.pop();
+    line.push(b'\n');
+}
+
+/// Appends `value` escaped for `COPY … (FORMAT text)`, followed by the field separator.
+pub fn push_text(line: &mut Vec<u8>, value: &str) {
     for byte in value.bytes() {
         match byte {
             b'\\' => line.extend_from_slice(b"\\\\"),

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bronze;
 use crate::faults::FaultRates;
-use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport};
+use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport, count};
 use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
 use crate::sink::ChannelSink;
 use crate::source::{CommittedPositions, InProcessSource};
@@ -399,10 +399,6 @@ fn write_state(path: &Path, state: &State) -> Result<(), QuickstartError> {
     let text = serde_json::to_vec_pretty(state)
         .unwrap_or_else(|e| unreachable!("the state serialises: {e}"));
     std::fs::write(path, text).map_err(|e| folder_error("writing", path)(e.to_string()))
-}
-
-fn count(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl QuickstartSummary {

@@ -9,6 +9,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
+use crate::loader::rows::{end_copy_row, push_text};
+
 use super::project::{DataTest, Materialized, Model, Project, SEEDS_SCHEMA, Seed};
 
 /// Key of the session advisory lock that keeps two transform runs apart.
@@ -278,9 +280,10 @@ impl Runner<'_> {
         let table = format!("{SEEDS_SCHEMA}.{}", seed.name);
         let mut copy_text = Vec::new();
         for row in &rows {
-            let fields: Vec<String> = row.iter().map(escape_copy).collect();
-            copy_text.extend_from_slice(fields.join("\t").as_bytes());
-            copy_text.push(b'\n');
+            for field in row {
+                push_text(&mut copy_text, field);
+            }
+            end_copy_row(&mut copy_text);
         }
         let mut tx = sqlx::Connection::begin(&mut *self.conn)
             .await
@@ -441,12 +444,4 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
         .map_err(|e| e.to_string())?
         .rows_affected();
     Ok(i64::try_from(rows).unwrap_or(i64::MAX))
-}
-
-fn escape_copy(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
 }

@@ -132,3 +132,15 @@ pub async fn fresh_database(url: &str) -> String {
     parsed.set_path(&name);
     parsed.to_string()
 }
+
+/// Runs `scenario` against a fresh embedded PostgreSQL and stops it afterwards.
+pub async fn on_embedded_postgres<F, Fut>(scenario: F)
+where
+    F: FnOnce(fintech_workers::warehouse::WarehouseOptions) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let folder = tempfile::tempdir().unwrap();
+    let warehouse = fintech_workers::warehouse::EmbeddedWarehouse::start(folder.path()).unwrap();
+    scenario(warehouse.options()).await;
+    warehouse.shutdown().await.unwrap();
+}
