@@ -68,6 +68,14 @@ pub fn child_name(pipeline: &FintechPipeline, component: &str) -> String {
     format!("{}-{component}", pipeline.name_any())
 }
 
+/// The label selector of a pipeline's children of one component.
+pub fn selector(pipeline: &FintechPipeline, component: &str) -> String {
+    format!(
+        "app.kubernetes.io/name=fintech,app.kubernetes.io/instance={},app.kubernetes.io/component={component}",
+        pipeline.name_any()
+    )
+}
+
 /// The standard labels of a child.
 pub fn labels(pipeline: &FintechPipeline, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -482,6 +490,8 @@ pub fn manual_transform_job(
     let template = transform_cron_job(pipeline, config_hash).spec.job_template;
     let hash = fnv1a(token.bytes()) as u32;
     let mut meta = metadata(pipeline, &format!("transform-manual-{hash:08x}"));
+    // Labelled like the scheduled Jobs, so the status finds the last run among both.
+    meta.labels = Some(labels(pipeline, "transform"));
     meta.annotations = Some(BTreeMap::from([(
         RUN_TRANSFORM_ANNOTATION.to_owned(),
         token.to_owned(),

@@ -2,14 +2,14 @@
 //! apply, and writes what it observed to the status subresource.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::children::{self, FIELD_MANAGER, Worker};
-use crate::crd::{FintechPipeline, TransformStatus};
+use crate::crd::FintechPipeline;
+use crate::metrics::Metrics;
 use crate::status::{self, Availability, Observed};
 
 /// How often a pipeline is reconciled when nothing changes, to refresh its status.
@@ -46,9 +47,25 @@ pub enum Error {
     /// Reading a Secret the spec names failed (other than it being absent).
     #[error("reading a Secret failed: {0}")]
     ReadSecret(#[source] kube::Error),
+    /// Listing the transform Jobs failed.
+    #[error("listing the transform Jobs failed: {0}")]
+    ReadJobs(#[source] kube::Error),
     /// Writing the status failed.
     #[error("writing the status failed: {0}")]
     PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// The reason of the Warning Event and the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingNamespace => "InvalidResource",
+            Error::ApplyChild { .. } => "ApplyFailed",
+            Error::ReadSecret(_) => "SecretUnreadable",
+            Error::ReadJobs(_) => "JobsUnreadable",
+            Error::PatchStatus(_) => "StatusUpdateFailed",
+        }
+    }
 }
 
 /// What every reconcile shares.
@@ -57,60 +74,81 @@ pub struct Context {
     pub client: Client,
     /// Publishes Kubernetes Events about pipelines.
     pub recorder: Recorder,
+    /// Reconcile counters and durations.
+    pub metrics: Metrics,
 }
 
-/// Runs the controller until `shutdown` resolves.
+impl Context {
+    /// A context whose Events name this operator (and its pod, when `POD_NAME` is set).
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+        }
+    }
+}
+
+/// An API for `K` in `namespace`, or across the cluster when it is `None`.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves, watching pipelines and their children in
+/// `namespace`, or in every namespace when it is `None`.
 pub async fn run(
-    client: Client,
+    ctx: Context,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let pipelines: Api<FintechPipeline> = Api::all(client.clone());
-    let config = watcher::Config::default();
-    Controller::new(pipelines, config.clone())
-        .owns(Api::<Deployment>::all(client.clone()), config.clone())
-        .owns(Api::<CronJob>::all(client.clone()), config.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
-        .owns(Api::<Service>::all(client.clone()), config)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile,
-            error_policy,
-            Arc::new(Context {
-                recorder: Recorder::new(
-                    client.clone(),
-                    Reporter {
-                        controller: FIELD_MANAGER.to_owned(),
-                        instance: std::env::var("POD_NAME").ok(),
-                    },
-                ),
-                client,
-            }),
-        )
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(pipeline = %object.name, "reconciled"),
-                Err(error) => tracing::warn!(%error, "reconcile failed"),
-            }
-        })
-        .await;
+    let client = ctx.client.clone();
+    let namespace = namespace.as_deref();
+    // Only the operator's own children are cached, not every Deployment of the cluster.
+    let children =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(
+        scoped::<FintechPipeline>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<Deployment>(&client, namespace), children.clone())
+    .owns(scoped::<CronJob>(&client, namespace), children.clone())
+    .owns(scoped::<Job>(&client, namespace), children.clone())
+    .owns(scoped::<ConfigMap>(&client, namespace), children.clone())
+    .owns(scoped::<Service>(&client, namespace), children)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, Arc::new(ctx))
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(pipeline = %object.name, "reconciled"),
+            Err(error) => tracing::warn!(%error, "reconcile failed"),
+        }
+    })
+    .await;
 }
 
 /// Applies every child, then writes the status; failures become Warning Events on the
 /// pipeline as well as errors.
 pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
     let result = apply_and_report(&pipeline, &ctx).await;
+    ctx.metrics
+        .observe(started.elapsed(), result.as_ref().err().map(Error::reason));
     if let Err(error) = &result {
-        let reason = match error {
-            Error::MissingNamespace => "InvalidResource",
-            Error::ApplyChild { .. } => "ApplyFailed",
-            Error::ReadSecret(_) => "SecretUnreadable",
-            Error::PatchStatus(_) => "StatusUpdateFailed",
-        };
         publish(
             &ctx,
             &pipeline,
             EventType::Warning,
-            reason,
+            error.reason(),
             "Reconcile",
             error.to_string(),
         )
@@ -146,83 +184,88 @@ async fn publish(
 
 async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<Action, Error> {
     let namespace = pipeline.namespace().ok_or(Error::MissingNamespace)?;
-    let client = &ctx.client;
-    let previous_phase = pipeline.status.as_ref().and_then(|s| s.phase.clone());
+    let previous = pipeline.status.clone().unwrap_or_default();
     let config = children::config_map(pipeline);
     let hash = children::config_hash(&config);
-    apply(client, &namespace, "ConfigMap", &config).await?;
-    let mut deployments = Vec::new();
-    for worker in Worker::ALL {
-        let applied = apply(
-            client,
-            &namespace,
-            "Deployment",
-            &children::deployment(pipeline, worker, &hash),
-        )
-        .await?;
-        deployments.push((worker, applied));
-        apply(
-            client,
-            &namespace,
-            "Service",
-            &children::metrics_service(pipeline, worker),
-        )
-        .await?;
+    apply(ctx, pipeline, &namespace, "ConfigMap", &config).await?;
+    let mut availability = [Availability::default(); 3];
+    for (slot, worker) in availability.iter_mut().zip(Worker::ALL) {
+        let deployment = children::deployment(pipeline, worker, &hash);
+        let applied = apply(ctx, pipeline, &namespace, "Deployment", &deployment).await?;
+        *slot = Availability {
+            ready: applied
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            desired: applied.spec.replicas.unwrap_or(0),
+        };
+        let service = children::metrics_service(pipeline, worker);
+        apply(ctx, pipeline, &namespace, "Service", &service).await?;
     }
-    let cron_job = apply(
-        client,
-        &namespace,
-        "CronJob",
-        &children::transform_cron_job(pipeline, &hash),
-    )
-    .await?;
+    let cron_job = children::transform_cron_job(pipeline, &hash);
+    let cron_job = apply(ctx, pipeline, &namespace, "CronJob", &cron_job).await?;
 
-    let availability = |worker: Worker| {
-        deployments
-            .iter()
-            .find(|(w, _)| *w == worker)
-            .map(|(_, d): &(Worker, Deployment)| Availability {
-                ready: d
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0),
-                desired: d.spec.replicas.unwrap_or(0),
-            })
-            .unwrap_or_default()
-    };
-    let manual = manual_run(client, &namespace, pipeline, &hash).await?;
+    let manual = manual_run(&ctx.client, &namespace, pipeline, &hash).await?;
     if let Some((token, job)) = &manual
-        && pipeline
-            .status
+        && previous
+            .transform
             .as_ref()
-            .and_then(|s| s.transform.as_ref())
             .and_then(|t| t.last_manual_run_token.as_deref())
             != Some(token.as_str())
     {
+        let note = format!("started Job {job} for token {token}");
         publish(
             ctx,
             pipeline,
             EventType::Normal,
             "ManualTransformRun",
             "RunTransform",
-            format!("started Job {job} for token {token}"),
+            note,
         )
         .await;
     }
-    let cron_status = cron_job.status.unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default().labels(&children::selector(pipeline, "transform")))
+        .await
+        .map_err(Error::ReadJobs)?;
+    let mut transform = status::transform_runs(&cron_job.status.unwrap_or_default(), &jobs.items);
+    (
+        transform.last_manual_run_token,
+        transform.last_manual_run_job,
+    ) = manual.unzip();
+    let previous_job = previous
+        .transform
+        .as_ref()
+        .and_then(|t| t.last_job.as_ref());
+    if transform.last_job_result.as_deref() == Some("Failed")
+        && (previous_job != transform.last_job.as_ref()
+            || previous
+                .transform
+                .as_ref()
+                .and_then(|t| t.last_job_result.as_deref())
+                != Some("Failed"))
+    {
+        let job = transform.last_job.clone().unwrap_or_default();
+        let note = format!("transform Job {job} failed; `kubectl logs job/{job}` shows why");
+        publish(
+            ctx,
+            pipeline,
+            EventType::Warning,
+            "TransformFailed",
+            "RunTransform",
+            note,
+        )
+        .await;
+    }
+    let [producer, streamer, loader] = availability;
     let observed = Observed {
-        producer: availability(Worker::Producer),
-        streamer: availability(Worker::Streamer),
-        loader: availability(Worker::Loader),
+        producer,
+        streamer,
+        loader,
         cron_job_present: true,
-        missing_secrets: missing_secrets(client, &namespace, pipeline).await?,
-        transform: TransformStatus {
-            last_schedule_time: cron_status.last_schedule_time.map(|t| t.0.to_string()),
-            last_successful_time: cron_status.last_successful_time.map(|t| t.0.to_string()),
-            last_manual_run_token: manual.as_ref().map(|(token, _)| token.clone()),
-            last_manual_run_job: manual.map(|(_, job)| job),
-        },
+        missing_secrets: missing_secrets(&ctx.client, &namespace, pipeline).await?,
+        transform,
     };
     // A pipeline waiting for its Secrets is checked again soon; Secrets are not watched.
     let requeue = if observed.missing_secrets.is_empty() {
@@ -236,7 +279,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         "kind": FintechPipeline::kind(&()),
         "status": status,
     });
-    Api::<FintechPipeline>::namespaced(client.clone(), &namespace)
+    Api::<FintechPipeline>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(
             &pipeline.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -244,10 +287,10 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         )
         .await
         .map_err(Error::PatchStatus)?;
-    if status.phase != previous_phase {
+    if status.phase != previous.phase {
         let note = format!(
             "phase {} -> {}",
-            previous_phase.as_deref().unwrap_or("none"),
+            previous.phase.as_deref().unwrap_or("none"),
             status.phase.as_deref().unwrap_or("none")
         );
         publish(
@@ -347,9 +390,11 @@ pub fn error_policy(pipeline: Arc<FintechPipeline>, error: &Error, _: Arc<Contex
 }
 
 /// Server-side applies `object` with the operator's field manager and returns what the API
-/// server stored.
+/// server stored. A child that had to be created or changed (a first apply, a spec change, a
+/// hand edit undone) gets a Normal Event on the pipeline.
 async fn apply<K>(
-    client: &Client,
+    ctx: &Context,
+    pipeline: &FintechPipeline,
     namespace: &str,
     kind: &'static str,
     object: &K,
@@ -362,12 +407,31 @@ where
         + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    Api::<K>::namespaced(client.clone(), namespace)
+    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
+    let failed = |source| Error::ApplyChild {
+        kind,
+        name: name.clone(),
+        source,
+    };
+    // An apply that changes nothing keeps the resourceVersion, which tells a change apart.
+    let before = api.get_opt(&name).await.map_err(failed)?;
+    let applied = api
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(object),
         )
         .await
-        .map_err(|source| Error::ApplyChild { kind, name, source })
+        .map_err(failed)?;
+    let change = match &before {
+        None => Some("Created"),
+        Some(before) if before.resource_version() != applied.resource_version() => Some("Updated"),
+        Some(_) => None,
+    };
+    if let Some(reason) = change {
+        let note = format!("{} {kind} {name}", reason.to_lowercase());
+        tracing::info!(pipeline = %pipeline.name_any(), kind, name, "{note}");
+        publish(ctx, pipeline, EventType::Normal, reason, "Apply", note).await;
+    }
+    Ok(applied)
 }

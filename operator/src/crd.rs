@@ -8,7 +8,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +111,10 @@ pub enum PullPolicy {
 }
 
 /// Where Kafka is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.partitions >= oldSelf.partitions").message(
+    "kafka.partitions cannot decrease: Kafka cannot take partitions away from a topic"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated bootstrap servers.
@@ -232,11 +235,14 @@ pub struct LoaderSpec {
 }
 
 /// The transform schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransformSpec {
     /// Cron schedule (five fields, or a macro such as `@daily`).
     #[serde(default = "default_schedule")]
+    #[x_kube(validation = Rule::new("!self.contains('TZ')").message(
+        "transform.schedule cannot carry a time zone; set transform.timeZone instead"
+    ))]
     #[schemars(pattern(
         r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
     ))]
@@ -284,9 +290,15 @@ pub struct TransformStatus {
     /// When the CronJob last started a Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<String>,
-    /// When a transform Job last succeeded.
+    /// When a transform Job (scheduled or manual) last succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<String>,
+    /// The most recently started transform Job, scheduled or manual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<String>,
+    /// Running, Succeeded or Failed: how that Job is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_result: Option<String>,
     /// The token of the last manual run requested with the `fintech.io/run-transform`
     /// annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! The pipeline's status, computed by a pure function from what the controller observed, and
 //! the condition merge that moves `lastTransitionTime` only when a condition changes.
 
+use k8s_openapi::api::batch::v1::{CronJobStatus, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -73,12 +74,25 @@ pub fn compute(
     let mut conditions: Vec<Condition> = workers
         .iter()
         .map(|(kind, name, a)| {
-            let message = format!("{}/{} {name} pods ready", a.ready, a.desired);
-            let reason = if a.available() {
+            let mut message = format!("{}/{} {name} pods ready", a.ready, a.desired);
+            let mut reason = if a.available() {
                 "Available"
             } else {
                 "PodsNotReady"
             };
+            let partitions = pipeline.spec.kafka.partitions;
+            if *name == "streamer" && a.desired > partitions {
+                // Kafka gives each partition to one consumer of the group, so the rest idle.
+                message.push_str(&format!(
+                    "; {} idle: {} replicas for {partitions} Kafka partitions, lower \
+                     streamer.replicas or raise kafka.partitions",
+                    a.desired - partitions,
+                    a.desired
+                ));
+                if a.available() {
+                    reason = "MoreReplicasThanPartitions";
+                }
+            }
             condition(kind, a.available(), reason, message, generation, &now)
         })
         .collect();
@@ -140,6 +154,60 @@ pub fn compute(
         ready_components: Some(format!("{ready_workers}/{wanted_workers}")),
         conditions: merge_conditions(previous, conditions),
         transform: Some(observed.transform.clone()),
+    }
+}
+
+/// How a Job is doing: `Succeeded`, `Failed` or `Running`.
+fn job_result(job: &Job) -> &'static str {
+    let holds = |kinds: &[&str]| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| kinds.contains(&c.type_.as_str()) && c.status == "True")
+            })
+    };
+    if holds(&["Complete", "SuccessCriteriaMet"]) {
+        "Succeeded"
+    } else if holds(&["Failed", "FailureTarget"]) {
+        "Failed"
+    } else {
+        "Running"
+    }
+}
+
+/// The transforms' last runs, from the CronJob's status and the transform Jobs (scheduled and
+/// manual); the manual-run fields are left for the controller.
+pub fn transform_runs(cron: &CronJobStatus, jobs: &[Job]) -> TransformStatus {
+    let started = |job: &Job| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| job.metadata.creation_timestamp.clone())
+            .map(|t| t.0)
+    };
+    let last = jobs.iter().max_by_key(|job| started(job));
+    // A manual run's success counts too; the CronJob only knows the Jobs it started.
+    let succeeded = jobs
+        .iter()
+        .filter(|job| job_result(job) == "Succeeded")
+        .filter_map(|job| job.status.as_ref()?.completion_time.clone())
+        .map(|t| t.0);
+    let last_success = cron
+        .last_successful_time
+        .clone()
+        .map(|t| t.0)
+        .into_iter()
+        .chain(succeeded)
+        .max();
+    TransformStatus {
+        last_schedule_time: cron.last_schedule_time.as_ref().map(|t| t.0.to_string()),
+        last_successful_time: last_success.map(|t| t.to_string()),
+        last_job: last.and_then(|job| job.metadata.name.clone()),
+        last_job_result: last.map(|job| job_result(job).to_owned()),
+        ..TransformStatus::default()
     }
 }
 
@@ -235,6 +303,86 @@ mod tests {
             .find(|c| c.type_ == "TransformScheduled")
             .unwrap();
         assert_eq!(scheduled.status, "False");
+    }
+
+    #[test]
+    fn streamer_replicas_beyond_the_partitions_are_reported_idle() {
+        let p = pipeline(r#"{"kafka": {"partitions": 2}, "streamer": {"replicas": 3}}"#);
+        let observed = Observed {
+            producer: ready(1),
+            streamer: ready(3),
+            loader: ready(1),
+            cron_job_present: true,
+            ..Observed::default()
+        };
+        let status = compute(&p, &observed, Timestamp::UNIX_EPOCH);
+        let streamer = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "StreamerAvailable")
+            .unwrap();
+        assert_eq!(streamer.status, "True");
+        assert_eq!(streamer.reason, "MoreReplicasThanPartitions");
+        assert!(
+            streamer
+                .message
+                .contains("1 idle: 3 replicas for 2 Kafka partitions"),
+            "{}",
+            streamer.message
+        );
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+    }
+
+    fn job(name: &str, started: i64, condition: Option<&str>, completed: Option<i64>) -> Job {
+        let time = |s: i64| Time(Timestamp::from_second(s).unwrap());
+        let mut job = Job::default();
+        job.metadata.name = Some(name.to_owned());
+        job.status = Some(k8s_openapi::api::batch::v1::JobStatus {
+            start_time: Some(time(started)),
+            completion_time: completed.map(time),
+            conditions: condition.map(|kind| {
+                vec![k8s_openapi::api::batch::v1::JobCondition {
+                    type_: kind.to_owned(),
+                    status: "True".to_owned(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        });
+        job
+    }
+
+    #[test]
+    fn the_last_transform_run_comes_from_the_newest_job_and_any_success() {
+        let cron = CronJobStatus {
+            last_schedule_time: Some(Time(Timestamp::from_second(100).unwrap())),
+            last_successful_time: Some(Time(Timestamp::from_second(150).unwrap())),
+            ..Default::default()
+        };
+        let jobs = [
+            job("demo-transform-1", 100, Some("Complete"), Some(150)),
+            job("demo-transform-manual-1", 200, Some("Complete"), Some(260)),
+            job("demo-transform-2", 300, Some("Failed"), None),
+        ];
+        let runs = transform_runs(&cron, &jobs);
+        assert_eq!(runs.last_job.as_deref(), Some("demo-transform-2"));
+        assert_eq!(runs.last_job_result.as_deref(), Some("Failed"));
+        assert_eq!(
+            runs.last_successful_time.as_deref(),
+            Some("1970-01-01T00:04:20Z"),
+            "the manual run's success is newer than the CronJob's"
+        );
+        assert_eq!(
+            runs.last_schedule_time.as_deref(),
+            Some("1970-01-01T00:01:40Z")
+        );
+        let running = transform_runs(&CronJobStatus::default(), &[job("j", 5, None, None)]);
+        assert_eq!(running.last_job_result.as_deref(), Some("Running"));
+        assert_eq!(running.last_successful_time, None);
+        assert_eq!(
+            transform_runs(&CronJobStatus::default(), &[]),
+            TransformStatus::default()
+        );
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The controller against the real API server: a pipeline gets every child with an owner
-//! reference and a status; spec changes reach the children; a deleted child comes back;
-//! suspend scales to zero; deleting the pipeline lets the garbage collector remove the rest.
+//! reference and a status; spec changes reach the children; a deleted or hand-edited child
+//! comes back; a manual run starts one Job; what happened shows in Events; suspend scales to
+//! zero; deleting the pipeline lets the garbage collector remove the rest.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{create_namespace, testenv_var};
+use fintech_operator::controller::Context;
 use fintech_operator::crd::FintechPipeline;
+use fintech_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -66,9 +69,15 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
     let namespace = format!("controller-{}", std::process::id());
     create_namespace(&client, &namespace).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(fintech_operator::controller::run(client.clone(), async {
-        let _ = stopped.await;
-    }));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let ctx = Context::new(client.clone(), Metrics::register(&mut registry));
+    let controller = tokio::spawn(fintech_operator::controller::run(
+        ctx,
+        Some(namespace.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let pipelines: Api<FintechPipeline> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
@@ -168,13 +177,13 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
     assert_eq!(cron.spec.concurrency_policy.as_deref(), Some("Forbid"));
 
     // A spec change reaches the children and the observed generation.
-    let patch = serde_json::json!({"spec": {"streamer": {"replicas": 2}}});
+    let patch = serde_json::json!({"spec": {"streamer": {"replicas": 4}}});
     pipelines
         .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    eventually("the streamer scaled to 2", || async {
-        replicas(&deployments, "demo-streamer").await == Some(2)
+    eventually("the streamer scaled to 4", || async {
+        replicas(&deployments, "demo-streamer").await == Some(4)
     })
     .await;
     eventually("generation 2 observed", || async {
@@ -184,6 +193,35 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
             .unwrap()
             .status
             .is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    // More streamers than partitions is allowed, and the status says one will idle.
+    let status = pipelines.get("demo").await.unwrap().status.unwrap();
+    let streamer = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "StreamerAvailable")
+        .unwrap();
+    assert!(
+        streamer
+            .message
+            .contains("1 idle: 4 replicas for 3 Kafka partitions"),
+        "{}",
+        streamer.message
+    );
+
+    // A hand edit of a child is undone.
+    let scale = serde_json::json!({"spec": {"replicas": 9}});
+    deployments
+        .patch(
+            "demo-streamer",
+            &PatchParams::default(),
+            &Patch::Merge(&scale),
+        )
+        .await
+        .unwrap();
+    eventually("the hand edit undone", || async {
+        replicas(&deployments, "demo-streamer").await == Some(4)
     })
     .await;
 
@@ -242,6 +280,19 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         })
         .collect();
     assert_eq!(manual.len(), 1, "exactly one Job for one token");
+    let transform = pipelines
+        .get("demo")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.transform)
+        .unwrap();
+    assert_eq!(transform.last_job, manual[0].metadata.name);
+    assert_eq!(
+        transform.last_job_result.as_deref(),
+        Some("Running"),
+        "no kubelet runs the Job's pod"
+    );
 
     // What happened is told in Events on the pipeline.
     let events: Api<k8s_openapi::api::events::v1::Event> =
@@ -256,8 +307,9 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo"))
             .filter_map(|e| e.reason)
             .collect();
-        reasons.iter().any(|r| r == "ManualTransformRun")
-            && reasons.iter().any(|r| r == "PhaseChanged")
+        ["ManualTransformRun", "PhaseChanged", "Created", "Updated"]
+            .iter()
+            .all(|wanted| reasons.iter().any(|r| r == wanted))
     })
     .await;
 

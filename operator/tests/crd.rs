@@ -128,3 +128,52 @@ spec:
         "{message}"
     );
 }
+
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn cel_rules_refuse_fewer_partitions_and_a_time_zone_in_the_schedule() {
+    install_crd();
+    let name = format!("cel-{}", std::process::id());
+    let pipeline = |partitions: i32, schedule: &str| {
+        format!(
+            "apiVersion: fintech.io/v1alpha1
+kind: FintechPipeline
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  kafka:
+    partitions: {partitions}
+  transform:
+    schedule: \"{schedule}\"
+"
+        )
+    };
+    let created = kubectl(&["apply", "-f", "-"], Some(&pipeline(6, "0 2 * * *")));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let fewer = kubectl(&["apply", "-f", "-"], Some(&pipeline(3, "0 2 * * *")));
+    assert!(!fewer.status.success());
+    let message = String::from_utf8_lossy(&fewer.stderr);
+    assert!(
+        message.contains("kafka.partitions cannot decrease"),
+        "{message}"
+    );
+    let more = kubectl(&["apply", "-f", "-"], Some(&pipeline(12, "0 2 * * *")));
+    assert!(more.status.success(), "raising partitions is allowed");
+    let zoned = kubectl(
+        &["apply", "-f", "-"],
+        Some(&pipeline(12, "CRON_TZ=Asia/Kolkata 0 2 * * *")),
+    );
+    assert!(!zoned.status.success());
+    let message = String::from_utf8_lossy(&zoned.stderr);
+    assert!(
+        message.contains("set transform.timeZone instead"),
+        "{message}"
+    );
+    let deleted = kubectl(&["delete", "fp", &name, "-n", "default"], None);
+    assert!(deleted.status.success());
+}

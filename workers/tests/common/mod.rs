@@ -103,14 +103,7 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.0 GET on loopback; returns the status code and body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
+    fintech_status_server::http_get(port, path).ok()
 }
 
 /// The value of the first sample of metric `name` in a Prometheus text body, 0 if absent.
