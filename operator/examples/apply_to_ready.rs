@@ -1,0 +1,197 @@
+//! Benchmark: the time from creating a `FintechPipeline` to all of its children existing and
+//! its status written, with the operator running as its own process.
+//!
+//! ```text
+//! cargo run --release -p fintech-operator --example apply_to_ready -- --runs 20 --json out.json
+//! ```
+//!
+//! Needs a cluster in `KUBECONFIG` with the CRD installed (the test environment's
+//! kube-apiserver will do: `scripts/testenv.sh up`). It starts the release `fintech-operator`
+//! built next to it, watching a fresh namespace, and removes the namespace at the end.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fintech_operator::crd::FintechPipeline;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+
+/// Flags of the benchmark.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Pipelines to create, one after the other.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// The operator binary; by default the one built alongside this example.
+    #[arg(long)]
+    operator: Option<std::path::PathBuf>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Kills the operator when the benchmark ends, however it ends.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = Client::try_default().await?;
+    let namespace = format!("bench-operator-{}", std::process::id());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: named(&namespace),
+                ..Namespace::default()
+            },
+        )
+        .await?;
+    let result = measure(&args, &client, &namespace).await;
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await?;
+    result
+}
+
+fn named(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    }
+}
+
+async fn measure(args: &Args, client: &Client, namespace: &str) -> anyhow::Result<()> {
+    // With its Secrets present the pipeline takes the full path: every child, then Pending.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for (name, keys) in [
+        (
+            "fintech-minio",
+            &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"][..],
+        ),
+        ("fintech-postgres", &["url"][..]),
+    ] {
+        let secret = Secret {
+            metadata: named(name),
+            string_data: Some(keys.iter().map(|k| (k.to_string(), "x".into())).collect()),
+            ..Secret::default()
+        };
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
+    let binary = match &args.operator {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|examples| examples.parent())
+            .map(|dir| dir.join("fintech-operator"))
+            .ok_or_else(|| anyhow::anyhow!("cannot find the operator next to this example"))?,
+    };
+    let _operator = Operator(
+        Command::new(&binary)
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .env("FINTECH_OPERATOR_WATCH_NAMESPACE", namespace)
+            .env("RUST_LOG", "warn")
+            .spawn()?,
+    );
+    let pipelines: Api<FintechPipeline> = Api::namespaced(client.clone(), namespace);
+    // The first pipeline also waits for the operator to start; it is a warm-up, not a sample.
+    let mut samples = Vec::with_capacity(args.runs);
+    for run in 0..=args.runs {
+        let name = format!("bench-{run}");
+        let started = Instant::now();
+        pipelines
+            .create(
+                &PostParams::default(),
+                &FintechPipeline::new(&name, serde_json::from_str("{}")?),
+            )
+            .await?;
+        let written = |p: Option<&FintechPipeline>| {
+            p.and_then(|p| p.status.as_ref())
+                .is_some_and(|s| s.observed_generation == Some(1))
+        };
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            await_condition(pipelines.clone(), &name, written),
+        )
+        .await??;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            children(client, namespace, &name).await? == 8,
+            "pipeline {name} has a status but not all eight children"
+        );
+        if run > 0 {
+            samples.push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    let percentile = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    let figures = serde_json::json!({
+        "stage": "operator",
+        "runs": samples.len(),
+        "apply_to_ready_ms": {
+            "mean": mean,
+            "p50": percentile(0.5),
+            "p95": percentile(0.95),
+            "max": percentile(1.0),
+        },
+        "target_ms": 2000,
+        "target_met": percentile(0.95) <= 2000.0,
+    });
+    println!(
+        "operator apply-to-ready over {} pipelines: mean {mean:.0} ms, p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms (target <= 2000 ms: {})",
+        samples.len(),
+        percentile(0.5),
+        percentile(0.95),
+        percentile(1.0),
+        if percentile(0.95) <= 2000.0 {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+    }
+    Ok(())
+}
+
+/// How many of the pipeline's eight children exist: the ConfigMap, three Deployments, three
+/// Services and the CronJob.
+async fn children(client: &Client, namespace: &str, name: &str) -> anyhow::Result<usize> {
+    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance={name}"));
+    let count = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .list(&selector)
+        .await?
+        .items
+        .len()
+        + Api::<Deployment>::namespaced(client.clone(), namespace)
+            .list(&selector)
+            .await?
+            .items
+            .len()
+        + Api::<Service>::namespaced(client.clone(), namespace)
+            .list(&selector)
+            .await?
+            .items
+            .len()
+        + Api::<CronJob>::namespaced(client.clone(), namespace)
+            .list(&selector)
+            .await?
+            .items
+            .len();
+    Ok(count)
+}
