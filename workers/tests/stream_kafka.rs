@@ -1,5 +1,6 @@
 //! The streamer against the real broker and S3 server: every message lands in bronze or the
-//! dead-letter queue exactly once, across SIGTERM, a crash before commit, and a rebalance.
+//! dead-letter queue exactly once, across SIGTERM, a crash before commit, an unreachable
+//! object store, and a rebalance.
 
 mod common;
 
@@ -290,5 +291,65 @@ async fn two_streamers_in_one_group_split_the_partitions() {
         "both members did work: {a:?} {b:?}"
     );
     assert_eq!(a.messages + b.messages, total as u64);
+    assert_lake_holds(&lake, good, total).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn an_unreachable_object_store_stops_the_streamer_without_committing_or_losing() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{BackoffConfig, RetryConfig};
+
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("s3-down");
+    let group = unique_name("s3-down-group");
+    let total = 600;
+    let good = produce(&bootstrap, &topic, total);
+
+    // Nothing listens on this endpoint; a short retry budget keeps the test quick (the
+    // default, three minutes, rides out a brief outage).
+    let down = AmazonS3Builder::new()
+        .with_bucket_name(testenv_var("FINTECH_TEST_BUCKET"))
+        .with_endpoint(format!("http://127.0.0.1:{}", free_port()))
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id("unused")
+        .with_secret_access_key("unused")
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(2),
+        })
+        .build()
+        .unwrap();
+    let source = KafkaSource::new(&kafka(&bootstrap, &topic), &group, LagGauge::default()).unwrap();
+    let streamer = Streamer::new(
+        source,
+        std::sync::Arc::new(down),
+        "lake".into(),
+        policy(200),
+        StreamerMetrics::default(),
+    );
+    let error = streamer
+        .run(CancellationToken::new())
+        .await
+        .expect_err("no object can be stored");
+    let message = error.to_string();
+    assert!(
+        message.contains("object store operation on lake/_streamer/"),
+        "the error names the object it could not store: {message}"
+    );
+    assert_eq!(
+        committed_total(&bootstrap, &group, &topic, PARTITIONS),
+        0,
+        "no offset is committed for a batch that was not stored"
+    );
+
+    // Once the store is back, a new streamer of the group stores every message once.
+    let lake = test_lake("s3-down");
+    let (cancel, restarted) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
+    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
+    cancel.cancel();
+    restarted.await.unwrap();
     assert_lake_holds(&lake, good, total).await;
 }
