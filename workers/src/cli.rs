@@ -203,6 +203,15 @@ pub struct LoadArgs {
     #[arg(long, env = "FINTECH_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
     connect_timeout_secs: u64,
 
+    /// Load every bronze file of event dates from this one (YYYY-MM-DD) again, loaded before
+    /// or not, then exit: after a fix to validation, or to restore rows lost from silver.
+    #[arg(long, requires = "replay_to")]
+    replay_from: Option<chrono::NaiveDate>,
+
+    /// Last event date (inclusive) of --replay-from.
+    #[arg(long, requires = "replay_from")]
+    replay_to: Option<chrono::NaiveDate>,
+
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -410,6 +419,9 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    if let (Some(from), Some(to)) = (args.replay_from, args.replay_to) {
+        anyhow::ensure!(from <= to, "--replay-from {from} is after --replay-to {to}");
+    }
     let cancel = shutdown::on_signal().context("installing signal handlers")?;
     let (store, root) = args.storage.open()?;
     let metrics = LoaderMetrics::default();
@@ -420,14 +432,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     .await?;
 
     // PostgreSQL being down at start is waited out, not a crash loop.
+    let once = args.once || args.replay_from.is_some();
     let started = std::time::Instant::now();
     let mut delay = Duration::from_secs(1);
     let pool = loop {
         match args.warehouse.connect_and_migrate().await {
             Ok(pool) => break pool,
             Err(error)
-                if args.once
-                    && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) =>
+                if once && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) =>
             {
                 return Err(error).context("giving up on the warehouse; no file was loaded");
             }
@@ -447,6 +459,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         max_files_per_run: usize::try_from(args.max_files_per_run)?,
     };
     let loader = Loader::new(pool, store, root, config, metrics);
+    if let (Some(from), Some(to)) = (args.replay_from, args.replay_to) {
+        let outcome = replay(&loader, from, to).await;
+        cancel.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        return outcome;
+    }
     let mut unaudited = Vec::new();
     let outcome = loop {
         if !unaudited.is_empty() && loader.audit_unreachable(&unaudited).await.is_ok() {
@@ -465,7 +485,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                     rows_duplicate = report.rows_duplicate,
                     "load run finished"
                 );
-                if args.once {
+                if once {
                     break match report.error {
                         Some(error) => Err(anyhow::anyhow!(
                             "load run {} failed: {error}",
@@ -477,7 +497,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             }
             Err(failure) => {
                 tracing::error!(run_id = %failure.run_id, error = %failure.error, "load run failed and could not be audited yet");
-                if args.once {
+                if once {
                     break Err(anyhow::anyhow!(
                         "load run {} failed: {}",
                         failure.run_id,
@@ -497,6 +517,35 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         let _ = server.await;
     }
     outcome
+}
+
+/// `fintech load --replay-from … --replay-to …`: the audited replay runs, summed up.
+async fn replay(
+    loader: &Loader,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> anyhow::Result<()> {
+    let reports = loader.replay(from, to).await.map_err(|failure| {
+        anyhow::anyhow!("replay run {} failed: {}", failure.run_id, failure.error)
+    })?;
+    let (mut files, mut read, mut loaded, mut rejected, mut duplicate) = (0, 0, 0, 0, 0);
+    for report in &reports {
+        tracing::info!(run_id = %report.run_id, status = report.status, files = report.files_loaded, rows_loaded = report.rows_loaded, "replay run finished");
+        if let Some(error) = &report.error {
+            anyhow::bail!("replay run {} failed: {error}", report.run_id);
+        }
+        files += report.files_loaded;
+        read += report.stats.read;
+        loaded += report.rows_loaded;
+        rejected += report.stats.rejected_total();
+        duplicate += report.rows_duplicate;
+    }
+    println!(
+        "replayed {from}..={to} in {} run(s): {files} files, {read} rows read, {loaded} loaded, \
+         {duplicate} already in silver, {rejected} rejected",
+        reports.len()
+    );
+    Ok(())
 }
 
 async fn transform_command(args: TransformArgs) -> anyhow::Result<()> {

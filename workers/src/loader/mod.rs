@@ -203,6 +203,25 @@ impl LoaderMetrics {
     }
 }
 
+/// Which files a run loads.
+#[derive(Debug)]
+enum Mode {
+    /// Those the manifests announce and no run has loaded.
+    Incremental,
+    /// These, loaded before or not.
+    Replay(Vec<Path>),
+}
+
+impl Mode {
+    /// The `mode` of the audit row.
+    fn as_str(&self) -> &'static str {
+        match self {
+            Mode::Incremental => "incremental",
+            Mode::Replay(_) => "replay",
+        }
+    }
+}
+
 /// A bronze file to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingFile {
@@ -253,10 +272,61 @@ impl Loader {
         }
     }
 
-    /// One audited run. The audit row is written first (status `RUNNING`) and completed in
-    /// its own transaction whatever happens, so a failed run is as visible as a good one.
+    /// One audited run of the files the manifests announce and no run has loaded yet.
     /// `Err` means the warehouse could not even take the audit row.
     pub async fn run_once(&self) -> Result<RunReport, UnauditedFailure> {
+        self.run(Mode::Incremental).await
+    }
+
+    /// Loads every bronze file of the event dates `from..=to` again, whether loaded before or
+    /// not, in audited runs of at most `max_files_per_run` files. Rows already in silver are
+    /// kept as they are (counted as duplicates); rows rejected before are validated again, so
+    /// after a fix to validation they are accepted and their old rejections removed. It stops
+    /// at the first failed run and returns the reports so far.
+    pub async fn replay(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<RunReport>, UnauditedFailure> {
+        let mut files = Vec::new();
+        for date in from.iter_days().take_while(|date| *date <= to) {
+            let folder = layout::date_folder(&self.root, layout::TRANSACTIONS_PREFIX, date);
+            let listed: Result<Vec<Path>, _> = self
+                .store
+                .list(Some(&folder))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await;
+            match listed {
+                Ok(listed) => files.extend(listed),
+                Err(source) => return Err(self.unaudited(store(&folder)(source))),
+            }
+        }
+        files.sort();
+        let mut reports = Vec::new();
+        for chunk in files.chunks(self.config.max_files_per_run.max(1)) {
+            let report = self.run(Mode::Replay(chunk.to_vec())).await?;
+            let failed = report.status != "SUCCESS";
+            reports.push(report);
+            if failed {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// An [`UnauditedFailure`] for an error met before a run could start.
+    fn unaudited(&self, error: LoadError) -> UnauditedFailure {
+        UnauditedFailure {
+            run_id: Uuid::new_v4(),
+            started_at: Utc::now(),
+            error: error.to_string(),
+        }
+    }
+
+    /// One audited run. The audit row is written first (status `RUNNING`) and completed in
+    /// its own transaction whatever happens, so a failed run is as visible as a good one.
+    async fn run(&self, mode: Mode) -> Result<RunReport, UnauditedFailure> {
         let run_id = Uuid::new_v4();
         let started_at = Utc::now();
         let started = Instant::now();
@@ -266,19 +336,20 @@ impl Loader {
             error: error.to_string(),
         };
         sqlx::query(
-            "insert into metadata.load_audit (run_id, started_at, status, loader_version, host) \
-             values ($1, $2, 'RUNNING', $3, $4)",
+            "insert into metadata.load_audit (run_id, started_at, status, loader_version, host, mode) \
+             values ($1, $2, 'RUNNING', $3, $4, $5)",
         )
         .bind(run_id)
         .bind(started_at)
         .bind(env!("CARGO_PKG_VERSION"))
         .bind(host())
+        .bind(mode.as_str())
         .execute(&self.pool)
         .await
         .map_err(db("writing the audit row"))
         .map_err(unaudited)?;
 
-        let result = self.load_in_one_transaction(run_id).await;
+        let result = self.load_in_one_transaction(run_id, mode).await;
         let (loaded, error) = match result {
             Ok(loaded) => (loaded, None),
             Err(error) => {
@@ -396,12 +467,15 @@ impl Loader {
 
     /// Loads every pending file in one transaction.
     ///
-    /// **Invariant: a bronze file is loaded exactly once.** Discovery, the rows and the
+    /// **Invariant: incremental runs load a bronze file exactly once.** Discovery, the rows and the
     /// `metadata.loaded_files` rows of a run commit together, under an advisory lock that
     /// serialises loaders: a run that dies half way leaves nothing, a second loader sees the
     /// first one's files as loaded, and `ON CONFLICT (event_id) DO NOTHING` keeps an event
     /// that arrives in two files (a producer retry) to one row.
-    async fn load_in_one_transaction(&self, run_id: Uuid) -> Result<Loaded, LoadError> {
+    ///
+    /// A replay names its files instead of discovering them; it replaces their rejections,
+    /// since validation may have changed, and records them as loaded again.
+    async fn load_in_one_transaction(&self, run_id: Uuid, mode: Mode) -> Result<Loaded, LoadError> {
         let mut tx = self
             .pool
             .begin()
@@ -412,7 +486,14 @@ impl Loader {
             .execute(&mut *tx)
             .await
             .map_err(db("taking the load lock"))?;
-        let discovery = self.discover(&mut tx).await?;
+        let replay = matches!(mode, Mode::Replay(_));
+        let discovery = match mode {
+            Mode::Incremental => self.discover(&mut tx).await?,
+            Mode::Replay(files) => Discovery {
+                files: files.into_iter().map(|path| PendingFile { path }).collect(),
+                manifests: Vec::new(),
+            },
+        };
         let mut loaded = Loaded {
             files_pending: discovery.files.len() as u64,
             ..Loaded::default()
@@ -468,6 +549,14 @@ impl Loader {
         .map_err(db("inserting into raw.transactions"))?
         .rows_affected();
 
+        if replay {
+            let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+            sqlx::query("delete from raw.rejected_transactions where bronze_file = any($1)")
+                .bind(&paths)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("removing the replayed files' old rejections"))?;
+        }
         insert_rejections(&mut tx, &rows, run_id).await?;
         insert_loaded(&mut tx, &files, &discovery.manifests, run_id).await?;
         tx.commit().await.map_err(db("committing the load"))?;
@@ -606,7 +695,9 @@ async fn insert_loaded(
 ) -> Result<(), LoadError> {
     sqlx::query(
         "insert into metadata.loaded_files (path, size_bytes, etag, rows_read, run_id) \
-         select p, s, e, r, $5 from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) as u(p, s, e, r)",
+         select p, s, e, r, $5 from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) as u(p, s, e, r) \
+         on conflict (path) do update set size_bytes = excluded.size_bytes, etag = excluded.etag, \
+         rows_read = excluded.rows_read, run_id = excluded.run_id, loaded_at = now()",
     )
     .bind(files.iter().map(|f| f.0.clone()).collect::<Vec<_>>())
     .bind(files.iter().map(|f| f.1).collect::<Vec<_>>())
