@@ -18,6 +18,7 @@ use fintech_workers::producer::{
     self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
 };
 use fintech_workers::quickstart::{self, QuickstartConfig};
+use fintech_workers::redrive::{self, RedriveOptions};
 use fintech_workers::shutdown;
 use fintech_workers::status_server::{self, Readiness};
 use fintech_workers::storage::StorageOptions;
@@ -54,6 +55,9 @@ pub enum Command {
     Quickstart(QuickstartArgs),
     /// Serve the quickstart's embedded warehouse on a local port, for psql or any client.
     Warehouse(WarehouseArgs),
+    /// Send dead letters through the current decoder again, after a fix; the loader then
+    /// loads those that decode.
+    Redrive(RedriveArgs),
 }
 
 impl Command {
@@ -66,6 +70,7 @@ impl Command {
             Self::Transform(args) => transform_command(args).await,
             Self::Quickstart(args) => quickstart_command(args).await,
             Self::Warehouse(args) => warehouse_command(args).await,
+            Self::Redrive(args) => redrive_command(args).await,
         }
     }
 }
@@ -215,6 +220,33 @@ pub struct LoadArgs {
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+}
+
+/// Flags of `fintech redrive`.
+#[derive(Debug, Args)]
+pub struct RedriveArgs {
+    #[command(flatten)]
+    storage: StorageOptions,
+
+    /// First day whose dead-letter folder is read (YYYY-MM-DD, the messages' Kafka date).
+    #[arg(long)]
+    from: chrono::NaiveDate,
+
+    /// Last day, inclusive.
+    #[arg(long)]
+    to: chrono::NaiveDate,
+
+    /// The topic the dead letters came from.
+    #[arg(long, env = "FINTECH_KAFKA_TOPIC", default_value = "transactions")]
+    topic: String,
+
+    /// The largest payload the decoder accepts, as the streamer's --max-message-bytes.
+    #[arg(long, env = "FINTECH_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(64..))]
+    max_message_bytes: u64,
+
+    /// Count what would be redriven; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Flags of `fintech transform`.
@@ -544,6 +576,49 @@ async fn replay(
         "replayed {from}..={to} in {} run(s): {files} files, {read} rows read, {loaded} loaded, \
          {duplicate} already in silver, {rejected} rejected",
         reports.len()
+    );
+    Ok(())
+}
+
+async fn redrive_command(args: RedriveArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.from <= args.to,
+        "--from {} is after --to {}",
+        args.from,
+        args.to
+    );
+    let (store, root) = args.storage.open()?;
+    let options = RedriveOptions {
+        from: args.from,
+        to: args.to,
+        topic: args.topic,
+        max_message_bytes: usize::try_from(args.max_message_bytes)?,
+        dry_run: args.dry_run,
+    };
+    let report = redrive::redrive(store, &root, &options).await?;
+    let failing: Vec<String> = report
+        .still_failing
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    println!(
+        "{} dead letters in {} files from {}..={}: {} decode now{}, {} still fail{}",
+        report.dead_letters,
+        report.files_read,
+        args.from,
+        args.to,
+        report.redriven,
+        if args.dry_run {
+            " (dry run: nothing written)".to_owned()
+        } else {
+            format!(" ({} new files for the loader)", report.files_written)
+        },
+        report.dead_letters - report.redriven,
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failing.join(", "))
+        },
     );
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod kaggle;
 pub mod loader;
 pub mod producer;
 pub mod quickstart;
+pub mod redrive;
 pub mod settlement;
 pub mod shutdown;
 pub mod sink;

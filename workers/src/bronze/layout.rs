@@ -95,6 +95,30 @@ pub fn dead_letter_file(root: &Path, date: NaiveDate, range: &BatchRange) -> Pat
     )
 }
 
+/// The key of a payment-event file holding `count` dead letters of `range` that decode now,
+/// redriven into the rows of `date`. The count is in the name so that a later fix, which
+/// redrives more of the same dead letters, writes a new file instead of meeting the old one.
+pub fn redriven_file(root: &Path, date: NaiveDate, range: &BatchRange, count: usize) -> Path {
+    join(
+        &date_folder(root, TRANSACTIONS_PREFIX, date),
+        &redriven_name(range, count, "parquet"),
+    )
+}
+
+/// The key of the manifest announcing the files of one redrive of `range`, written on `date`.
+pub fn redriven_manifest(root: &Path, date: NaiveDate, range: &BatchRange, count: usize) -> Path {
+    join(
+        &manifest_folder(root, &range.topic, date),
+        &redriven_name(range, count, "json"),
+    )
+}
+
+fn redriven_name(range: &BatchRange, count: usize, extension: &str) -> String {
+    let name = range.file_name();
+    let stem = name.strip_suffix(".parquet").unwrap_or(&name);
+    format!("{stem}.redriven-{count}.{extension}")
+}
+
 /// The key of the record of the last batch written for a partition.
 pub fn batch_record(root: &Path, topic: &str, partition: i32) -> Path {
     join(
