@@ -1,6 +1,6 @@
 //! The streamer against the real broker and S3 server: every message lands in bronze or the
 //! dead-letter queue exactly once, across SIGTERM, a crash before commit, an unreachable
-//! object store, and a rebalance.
+//! object store, a Kafka that comes up after the streamer, and a rebalance.
 
 mod common;
 
@@ -351,5 +351,52 @@ async fn an_unreachable_object_store_stops_the_streamer_without_committing_or_lo
     wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
     cancel.cancel();
     restarted.await.unwrap();
+    assert_lake_holds(&lake, good, total).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_streamer_started_before_kafka_is_reachable_streams_everything_once_it_is() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("kafka-late");
+    let group = unique_name("kafka-late-group");
+    let lake = test_lake("kafka-late");
+    let total = 600;
+    let good = produce(&bootstrap, &topic, total);
+
+    // The streamer's only bootstrap address has nothing behind it yet, as when a pipeline
+    // is installed before its Kafka is up.
+    let port = free_port();
+    let (cancel, streaming) = spawn_streamer(
+        &format!("127.0.0.1:{port}"),
+        &topic,
+        &group,
+        &lake,
+        policy(200),
+        None,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!streaming.is_finished(), "the streamer waits for Kafka");
+    assert!(stored_offsets(&lake, "").await.is_empty());
+
+    // Kafka becomes reachable: a forwarder to the broker starts on that address.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let broker = bootstrap.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let broker = broker.clone();
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(&broker).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
+    cancel.cancel();
+    streaming.await.unwrap();
+    forwarder.abort();
     assert_lake_holds(&lake, good, total).await;
 }
