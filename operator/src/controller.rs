@@ -76,6 +76,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile counters and durations.
     pub metrics: Metrics,
+    /// Consecutive failed reconciles per pipeline (namespace/name), for the back-off.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
@@ -89,6 +91,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            failures: Default::default(),
         }
     }
 }
@@ -141,6 +144,10 @@ pub async fn run(
 pub async fn reconcile(pipeline: Arc<FintechPipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = apply_and_report(&pipeline, &ctx).await;
+    if result.is_ok() {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&key(&pipeline));
+    }
     ctx.metrics
         .observe(started.elapsed(), result.as_ref().err().map(Error::reason));
     if let Err(error) = &result {
@@ -383,10 +390,31 @@ async fn missing_secrets(
     Ok(missing)
 }
 
-/// Retries a failed reconcile after a pause.
-pub fn error_policy(pipeline: Arc<FintechPipeline>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(pipeline = %pipeline.name_any(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(15))
+/// The pause before retrying a pipeline that failed `failures` reconciles in a row: 5 s,
+/// doubling up to 5 minutes, so a broken pipeline does not hammer the API server.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(5 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
+}
+
+fn key(pipeline: &FintechPipeline) -> String {
+    format!(
+        "{}/{}",
+        pipeline.namespace().unwrap_or_default(),
+        pipeline.name_any()
+    )
+}
+
+/// Retries a failed reconcile after a pause that grows with each failure in a row.
+pub fn error_policy(pipeline: Arc<FintechPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key(&pipeline)).or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = backoff(failures);
+    tracing::warn!(pipeline = %pipeline.name_any(), %error, failures, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
 /// Server-side applies `object` with the operator's field manager and returns what the API
@@ -434,4 +462,16 @@ where
         publish(ctx, pipeline, EventType::Normal, reason, "Apply", note).await;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_from_five_seconds_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 300);
+    }
 }
