@@ -388,6 +388,9 @@ pub fn deployment(pipeline: &FintechPipeline, worker: Worker, config_hash: &str)
                         true,
                     )],
                     security_context: Some(pod_security()),
+                    // Service links would add `<SERVICE>_PORT`-style variables, and a Service
+                    // named fintech-kafka would inject FINTECH_KAFKA_* into the workers' flags.
+                    enable_service_links: Some(false),
                     // Long enough for the streamer to write and commit its open batch.
                     termination_grace_period_seconds: Some(120),
                     ..PodSpec::default()
@@ -469,6 +472,7 @@ pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> Cron
                             )],
                             restart_policy: Some("Never".to_owned()),
                             security_context: Some(pod_security()),
+                            enable_service_links: Some(false),
                             ..PodSpec::default()
                         }),
                     },
@@ -548,6 +552,7 @@ mod tests {
             "abc"
         );
         let pod = pod.spec.unwrap();
+        assert_eq!(pod.enable_service_links, Some(false));
         let container = &pod.containers[0];
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
