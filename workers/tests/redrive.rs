@@ -13,7 +13,8 @@ use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::source::SourceMessage;
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::warehouse::WarehouseOptions;
-use object_store::{ObjectStoreExt, PutPayload};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 const GOOD: usize = 40;
 const DAY: (i32, u32, u32) = (2026, 11, 1);
@@ -108,6 +109,29 @@ async fn scenario(options: WarehouseOptions) {
     let wet = redrive(&lake, &[]);
     assert!(wet.contains("40 decode now"), "{wet}");
     assert!(!wet.contains("(0 new files"), "{wet}");
+    // A redrive repeated on another day, before the loader ran, announces the same files in
+    // a second manifest; they still load once.
+    let (store, root) = lake.open().unwrap();
+    let manifests: Vec<_> = store
+        .list(Some(&layout::manifests_root(&root, "transactions")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(manifests.len(), 1);
+    let copy = layout::manifest_folder(
+        &root,
+        "transactions",
+        Utc::now().date_naive().succ_opt().unwrap(),
+    )
+    .join(manifests[0].location.filename().unwrap());
+    let body = store
+        .get(&manifests[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store.put(&copy, PutPayload::from(body)).await.unwrap();
     let run = loader.run_once().await.unwrap();
     assert_eq!(run.status, "SUCCESS", "{:?}", run.error);
     assert_eq!(run.rows_loaded + run.rows_duplicate, GOOD as u64);

@@ -303,6 +303,7 @@ impl Loader {
             }
         }
         files.sort();
+        files.dedup();
         let mut reports = Vec::new();
         for chunk in files.chunks(self.config.max_files_per_run.max(1)) {
             let report = self.run(Mode::Replay(chunk.to_vec())).await?;
@@ -591,6 +592,7 @@ impl Loader {
         dates.sort();
 
         let mut discovery = Discovery::default();
+        let mut announced = HashSet::new();
         for (date, folder) in dates {
             let mut manifests: Vec<Path> = self
                 .store
@@ -634,10 +636,12 @@ impl Loader {
                 .map_err(db("reading loaded files"))?
                 .into_iter()
                 .collect();
+                // Two manifests may announce one file (a batch replayed across midnight, a
+                // redrive announced twice); it is loaded once.
                 discovery.files.extend(
                     candidates
                         .into_iter()
-                        .filter(|f| !already.contains(f))
+                        .filter(|f| !already.contains(f) && announced.insert(f.clone()))
                         .map(|f| PendingFile {
                             path: Path::from(f),
                         }),
