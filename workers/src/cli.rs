@@ -58,6 +58,8 @@ pub enum Command {
     /// Send dead letters through the current decoder again, after a fix; the loader then
     /// loads those that decode.
     Redrive(RedriveArgs),
+    /// Measure a stage: throughput, latency and peak memory, as a summary and as JSON.
+    Bench(fintech_workers::bench::BenchArgs),
 }
 
 impl Command {
@@ -71,6 +73,7 @@ impl Command {
             Self::Quickstart(args) => quickstart_command(args).await,
             Self::Warehouse(args) => warehouse_command(args).await,
             Self::Redrive(args) => redrive_command(args).await,
+            Self::Bench(args) => args.run().await,
         }
     }
 }

@@ -1,6 +1,6 @@
 -- Payments with time features, city tier, amount in INR and amount band.
 -- grain: one row per transaction_id
--- materialized: view
+-- materialized: table
 -- test: unique transaction_id
 -- test: not_null amount_inr, payment_date, part_of_day, amount_band
 -- test: accepted_values part_of_day morning, afternoon, evening, night

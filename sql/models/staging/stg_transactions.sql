@@ -1,6 +1,6 @@
 -- Latest event of each payment, cleaned and typed.
 -- grain: one row per transaction_id
--- materialized: view
+-- materialized: table
 -- test: unique transaction_id
 -- test: not_null transaction_id, status, payment_time, status_updated_at, customer_id, amount
 -- test: accepted_values status PENDING, SUCCESS, FAILED

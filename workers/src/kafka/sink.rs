@@ -68,7 +68,10 @@ impl KafkaSink {
                 ("compression.type", "zstd"),
                 ("linger.ms", "20"),
                 ("batch.size", "1000000"),
-                ("queue.buffering.max.messages", "200000"),
+                // 20,000 queued messages keep the broker busy (zstd batches of up to 1 MB)
+                // at a quarter of the memory a 200,000-message queue takes; see
+                // docs/benchmarks.md.
+                ("queue.buffering.max.messages", "20000"),
             ],
         );
         let producer = Arc::new(config.create_with_context(context)?);

@@ -112,6 +112,12 @@ impl KafkaSource {
                 ("statistics.interval.ms", "5000"),
                 // A batch is written between two polls; leave room for a slow object store.
                 ("max.poll.interval.ms", "600000"),
+                // librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by default)
+                // whenever its prefetch queue is over its limits, which starves a streamer
+                // that drains the queue faster than that; a 16 MB queue also bounds its
+                // memory. Both measured in docs/benchmarks.md.
+                ("fetch.queue.backoff.ms", "20"),
+                ("queued.max.messages.kbytes", "16384"),
             ],
         );
         // The commit rule depends on these, so --kafka-property cannot change them.

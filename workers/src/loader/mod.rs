@@ -499,47 +499,30 @@ impl Loader {
             files_pending: discovery.files.len() as u64,
             ..Loaded::default()
         };
-        let mut rows = RunRows::default();
-        let mut files = Vec::new();
-        let run_text = run_id.to_string();
-        for file in &discovery.files {
-            let (bytes, etag) = self.read(&file.path).await?;
-            let size = bytes.len() as i64;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|builder| builder.build())
-                .map_err(|source| LoadError::Parquet {
-                    path: file.path.to_string(),
-                    source,
-                })?;
-            let before = rows.stats.read;
-            for batch in reader {
-                let batch = batch.map_err(|source| LoadError::Parquet {
-                    path: file.path.to_string(),
-                    source: source.into(),
-                })?;
-                rows.add_batch(file.path.as_ref(), &batch, &run_text)?;
-            }
-            files.push((
-                file.path.to_string(),
-                size,
-                etag,
-                count(rows.stats.read - before),
-            ));
-        }
-
         sqlx::query("create temporary table load_stage (like raw.transactions including defaults) on commit drop")
             .execute(&mut *tx)
             .await
             .map_err(db("creating the staging table"))?;
+        // Rows go to the server file by file, so a run holds one file's rows, not all of them.
+        let mut rows = RunRows::default();
         let mut copy = tx
             .copy_in_raw(&format!(
                 "copy load_stage ({COPY_COLUMNS}) from stdin (format text)"
             ))
             .await
             .map_err(db("starting COPY"))?;
-        copy.send(rows.copy_text.as_slice())
+        let files = match self
+            .copy_files(&discovery.files, &mut copy, &mut rows, &run_id.to_string())
             .await
-            .map_err(db("sending COPY data"))?;
+        {
+            Ok(files) => files,
+            Err(error) => {
+                // The transaction rolls back anyway; failing the COPY keeps the connection
+                // usable for it.
+                let _ = copy.abort(error.to_string()).await;
+                return Err(error);
+            }
+        };
         copy.finish().await.map_err(db("finishing COPY"))?;
         loaded.rows_loaded = sqlx::query(&format!(
             "insert into raw.transactions ({COPY_COLUMNS}) select {COPY_COLUMNS} from load_stage \
@@ -564,6 +547,48 @@ impl Loader {
         loaded.files_loaded = files.len() as u64;
         loaded.stats = rows.stats;
         Ok(loaded)
+    }
+
+    /// Reads `pending`, validates their rows into `rows` and sends the accepted ones through
+    /// `copy`, one file at a time. Returns each file's path, size, ETag and rows read.
+    async fn copy_files(
+        &self,
+        pending: &[PendingFile],
+        copy: &mut sqlx::postgres::PgCopyIn<&mut PgConnection>,
+        rows: &mut RunRows,
+        run_id: &str,
+    ) -> Result<Vec<(String, i64, Option<String>, i64)>, LoadError> {
+        let mut files = Vec::with_capacity(pending.len());
+        for file in pending {
+            let (bytes, etag) = self.read(&file.path).await?;
+            let size = bytes.len() as i64;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|builder| builder.build())
+                .map_err(|source| LoadError::Parquet {
+                    path: file.path.to_string(),
+                    source,
+                })?;
+            let before = rows.stats.read;
+            for batch in reader {
+                let batch = batch.map_err(|source| LoadError::Parquet {
+                    path: file.path.to_string(),
+                    source: source.into(),
+                })?;
+                rows.add_batch(file.path.as_ref(), &batch, run_id)?;
+            }
+            if !rows.copy_text.is_empty() {
+                copy.send(std::mem::take(&mut rows.copy_text))
+                    .await
+                    .map_err(db("sending COPY data"))?;
+            }
+            files.push((
+                file.path.to_string(),
+                size,
+                etag,
+                count(rows.stats.read - before),
+            ));
+        }
+        Ok(files)
     }
 
     /// Finds the files not loaded yet. Manifests are listed only in the folders of the

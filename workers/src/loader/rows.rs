@@ -2,7 +2,7 @@
 //! the `COPY` text the warehouse ingests, and the rejected rows with their reasons.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -93,7 +93,25 @@ pub struct RunRows {
     pub rejections: Vec<Rejection>,
     /// Counts.
     pub stats: RowStats,
-    seen: HashSet<String>,
+    seen: SeenEvents,
+}
+
+/// The event ids a run has accepted. Bronze ids are UUIDs, kept as 16 bytes rather than
+/// 36-character strings: a million-row run's set then takes tens of MB, not a hundred.
+#[derive(Default)]
+struct SeenEvents {
+    uuids: HashSet<u128>,
+    others: HashSet<String>,
+}
+
+impl SeenEvents {
+    /// Adds `id`; false if the run has it already.
+    fn insert(&mut self, id: &str) -> bool {
+        match uuid::Uuid::try_parse(id) {
+            Ok(uuid) => self.uuids.insert(uuid.as_u128()),
+            Err(_) => self.others.insert(id.to_owned()),
+        }
+    }
 }
 
 /// A bronze file whose columns are not the bronze schema's.
@@ -235,7 +253,7 @@ impl RunRows {
                 });
                 continue;
             }
-            if !self.seen.insert(event_id.value(row).to_owned()) {
+            if !self.seen.insert(event_id.value(row)) {
                 self.stats.duplicate_in_run += 1;
                 continue;
             }
@@ -244,12 +262,12 @@ impl RunRows {
             push_text(line, event_id.value(row));
             push_text(line, transaction_id.value(row));
             push_text(line, status.value(row));
-            push_raw(line, &timestamp_text(event_time.value(row), 1));
+            push_timestamp(line, event_time.value(row));
             push_text(line, customer.unwrap_or_default());
             push_text(line, merchant_id.value(row));
             push_text(line, merchant_name.value(row));
             push_text(line, category.value(row));
-            push_raw(line, &amount.value_as_string(row));
+            push_cents(line, cents);
             push_text(line, currency.value(row));
             push_text(line, payment_method.value(row));
             push_text(line, city.value(row));
@@ -262,15 +280,15 @@ impl RunRows {
             );
             push_raw(line, if is_fraud.value(row) { "t" } else { "f" });
             push_text(line, source.value(row));
-            push_raw(line, &schema_version.value(row).to_string());
-            push_raw(line, &partition.value(row).to_string());
-            push_raw(line, &offset.value(row).to_string());
+            push_display(line, schema_version.value(row));
+            push_display(line, partition.value(row));
+            push_display(line, offset.value(row));
             if kafka_timestamp.is_null(row) {
                 push_raw(line, "\\N");
             } else {
-                push_raw(line, &timestamp_text(kafka_timestamp.value(row), 1_000));
+                push_timestamp(line, kafka_timestamp.value(row).saturating_mul(1_000));
             }
-            push_raw(line, &timestamp_text(ingested_at.value(row), 1));
+            push_timestamp(line, ingested_at.value(row));
             push_text(line, file);
             push_raw(line, run_id);
             end_copy_row(line);
@@ -291,15 +309,61 @@ fn push_raw(line: &mut Vec<u8>, value: &str) {
     line.push(b'\t');
 }
 
+/// Appends a number as text, without an intermediate `String`.
+fn push_display(line: &mut Vec<u8>, value: impl std::fmt::Display) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(line, "{value}\t");
+}
+
 fn push_float(line: &mut Vec<u8>, value: Option<f64>) {
     match value {
-        Some(v) if v.is_finite() => {
-            let mut text = String::new();
-            let _ = write!(text, "{v}");
-            push_raw(line, &text);
-        }
+        Some(v) if v.is_finite() => push_display(line, v),
         _ => push_raw(line, "\\N"),
     }
+}
+
+/// Appends an amount in hundredths as a decimal with two places, e.g. `-12.05`.
+fn push_cents(line: &mut Vec<u8>, cents: i128) {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    let _ = write!(line, "{sign}{}.{:02}\t", cents / 100, cents % 100);
+}
+
+/// Appends microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`. This runs for
+/// three columns of every row, so it formats by hand: chrono's formatter took most of the
+/// loader's own time (see docs/benchmarks.md).
+fn push_timestamp(line: &mut Vec<u8>, micros: i64) {
+    const DAY: i64 = 86_400_000_000;
+    let (days, of_day) = (micros.div_euclid(DAY), micros.rem_euclid(DAY));
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        push_raw(line, &timestamp_text(micros, 1));
+        return;
+    }
+    let seconds = of_day / 1_000_000;
+    let _ = write!(
+        line,
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}+00\t",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        of_day % 1_000_000
+    );
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Ends a row of `COPY … (FORMAT text)` whose fields were added with [`push_text`]: the
@@ -326,6 +390,51 @@ pub fn push_text(line: &mut Vec<u8>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_formatted_as_chrono_would() {
+        let samples = [
+            0,
+            1,
+            -1,
+            86_399_999_999,
+            951_782_400_000_000, // 2000-02-29
+            1_795_484_072_091_362,
+            -62_135_596_800_000_000, // 0001-01-01
+            253_402_300_799_999_999, // 9999-12-31 23:59:59.999999
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let random = std::iter::repeat_with(move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 8_000_000_000_000_000) as i64 - 2_000_000_000_000_000
+        });
+        for micros in samples.into_iter().chain(random.take(10_000)) {
+            let mut line = Vec::new();
+            push_timestamp(&mut line, micros);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                format!("{}\t", timestamp_text(micros, 1)),
+                "{micros}"
+            );
+        }
+    }
+
+    #[test]
+    fn amounts_are_written_with_two_places() {
+        for (cents, text) in [
+            (0, "0.00"),
+            (5, "0.05"),
+            (-5, "-0.05"),
+            (123_456, "1234.56"),
+            (-100, "-1.00"),
+        ] {
+            let mut line = Vec::new();
+            push_cents(&mut line, cents);
+            assert_eq!(String::from_utf8(line).unwrap(), format!("{text}\t"));
+        }
+    }
     use crate::bronze::decode::TransactionColumns;
     use crate::event::PaymentEvent;
     use crate::source::SourceMessage;
