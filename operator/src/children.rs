@@ -176,14 +176,20 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
         })
 }
 
-/// A stable hash of the ConfigMap's data, for [`CONFIG_HASH_ANNOTATION`].
-pub fn config_hash(config: &ConfigMap) -> String {
-    let bytes = config
+/// A stable hash of the ConfigMap's data and of the versions of the Secrets the workers read,
+/// for [`CONFIG_HASH_ANNOTATION`]: a change to either rolls the pods, so a rotated password
+/// reaches them without a restart by hand. Only the Secrets' `resourceVersion`s go in, never
+/// their contents, since the annotation is readable by anyone who can read a Deployment.
+pub fn config_hash(config: &ConfigMap, secret_versions: &[String]) -> String {
+    let data = config
         .data
         .iter()
         .flatten()
         .flat_map(|(key, value)| key.bytes().chain([0]).chain(value.bytes()).chain([0]));
-    format!("{:016x}", fnv1a(bytes))
+    let secrets = secret_versions
+        .iter()
+        .flat_map(|version| version.bytes().chain([0]));
+    format!("{:016x}", fnv1a(data.chain(secrets)))
 }
 
 fn image(pipeline: &FintechPipeline) -> String {
@@ -523,7 +529,7 @@ mod tests {
     #[test]
     fn every_child_is_owned_labelled_and_named_after_the_pipeline() {
         let p = pipeline("{}");
-        let hash = config_hash(&config_map(&p));
+        let hash = config_hash(&config_map(&p), &[]);
         let metas = [
             config_map(&p).metadata,
             deployment(&p, Worker::Streamer, &hash).metadata,
@@ -644,12 +650,16 @@ mod tests {
     }
 
     #[test]
-    fn a_configuration_change_changes_the_hash() {
-        let a = config_hash(&config_map(&pipeline("{}")));
-        let b = config_hash(&config_map(&pipeline(
-            r#"{"loader": {"intervalSeconds": 5}}"#,
-        )));
+    fn a_configuration_or_secret_change_changes_the_hash() {
+        let versions = ["100".to_owned(), "200".to_owned()];
+        let a = config_hash(&config_map(&pipeline("{}")), &versions);
+        let b = config_hash(
+            &config_map(&pipeline(r#"{"loader": {"intervalSeconds": 5}}"#)),
+            &versions,
+        );
         assert_ne!(a, b);
-        assert_eq!(a, config_hash(&config_map(&pipeline("{}"))));
+        assert_eq!(a, config_hash(&config_map(&pipeline("{}")), &versions));
+        let rotated = ["100".to_owned(), "201".to_owned()];
+        assert_ne!(a, config_hash(&config_map(&pipeline("{}")), &rotated));
     }
 }

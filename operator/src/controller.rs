@@ -192,8 +192,9 @@ async fn publish(
 async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<Action, Error> {
     let namespace = pipeline.namespace().ok_or(Error::MissingNamespace)?;
     let previous = pipeline.status.clone().unwrap_or_default();
+    let secrets = read_secrets(&ctx.client, &namespace, pipeline).await?;
     let config = children::config_map(pipeline);
-    let hash = children::config_hash(&config);
+    let hash = children::config_hash(&config, &secrets.versions);
     apply(ctx, pipeline, &namespace, "ConfigMap", &config).await?;
     let mut availability = [Availability::default(); 3];
     for (slot, worker) in availability.iter_mut().zip(Worker::ALL) {
@@ -271,7 +272,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         streamer,
         loader,
         cron_job_present: true,
-        missing_secrets: missing_secrets(&ctx.client, &namespace, pipeline).await?,
+        missing_secrets: secrets.missing,
         transform,
     };
     // A pipeline waiting for its Secrets is checked again soon; Secrets are not watched.
@@ -356,12 +357,21 @@ async fn manual_run(
     Ok(Some((token.clone(), name)))
 }
 
-/// The Secrets the spec names that are missing or lack a key, described for the user.
-async fn missing_secrets(
+/// What the controller read of the Secrets the spec names.
+struct SecretsSeen {
+    /// Those missing or lacking a key, described for the user.
+    missing: Vec<String>,
+    /// The `resourceVersion` of each one present, in the spec's order.
+    versions: Vec<String>,
+}
+
+/// Reads the Secrets the spec names. Secrets are not watched (that would need list and
+/// watch on every Secret of the namespace), so a rotation is seen at the next resync.
+async fn read_secrets(
     client: &Client,
     namespace: &str,
     pipeline: &FintechPipeline,
-) -> Result<Vec<String>, Error> {
+) -> Result<SecretsSeen, Error> {
     let spec = &pipeline.spec;
     let wanted = [
         (
@@ -375,8 +385,12 @@ async fn missing_secrets(
     ];
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut missing = Vec::new();
+    let mut versions = Vec::new();
     for (name, keys) in wanted {
         let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+        if let Some(version) = secret.as_ref().and_then(|s| s.resource_version()) {
+            versions.push(version);
+        }
         let present = |key: &str| {
             secret.as_ref().is_some_and(|s| {
                 s.data.as_ref().is_some_and(|d| d.contains_key(key))
@@ -387,7 +401,7 @@ async fn missing_secrets(
             missing.push(format!("Secret {name} with key(s) {}", keys.join(", ")));
         }
     }
-    Ok(missing)
+    Ok(SecretsSeen { missing, versions })
 }
 
 /// The pause before retrying a pipeline that failed `failures` reconciles in a row: 5 s,

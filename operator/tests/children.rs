@@ -28,7 +28,7 @@ async fn every_child_passes_the_api_servers_validation() {
         field_manager: Some(children::FIELD_MANAGER.to_owned()),
     };
     let config = children::config_map(&pipeline);
-    let hash = children::config_hash(&config);
+    let hash = children::config_hash(&config, &[]);
     Api::<ConfigMap>::default_namespaced(client.clone())
         .create(&dry_run, &config)
         .await

@@ -1,6 +1,6 @@
 //! The controller against the real API server: a pipeline gets every child with an owner
 //! reference and a status; spec changes reach the children; a deleted or hand-edited child
-//! comes back; a manual run starts one Job; what happened shows in Events; suspend scales to
+//! comes back; a rotated Secret rolls the workers; a manual run starts one Job; what happened shows in Events; suspend scales to
 //! zero; deleting the pipeline lets the garbage collector remove the rest.
 
 mod common;
@@ -222,6 +222,39 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         .unwrap();
     eventually("the hand edit undone", || async {
         replicas(&deployments, "demo-streamer").await == Some(4)
+    })
+    .await;
+
+    // A rotated Secret rolls the workers: its version is part of the configuration hash.
+    let config_hash = || async {
+        deployments
+            .get("demo-loader")
+            .await
+            .unwrap()
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("fintech.io/config-hash").cloned())
+    };
+    let before = config_hash().await;
+    let rotate = serde_json::json!({"stringData": {"url": "postgres://rotated"}});
+    secrets
+        .patch(
+            "fintech-postgres",
+            &PatchParams::default(),
+            &Patch::Merge(&rotate),
+        )
+        .await
+        .unwrap();
+    // Secrets are not watched; the resync would notice within a minute, a touch at once.
+    let touch = serde_json::json!({"metadata": {"annotations": {"test/touch": "1"}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .unwrap();
+    eventually("the workers rolled for the rotated Secret", || async {
+        config_hash().await != before
     })
     .await;
 
