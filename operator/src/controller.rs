@@ -481,6 +481,201 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use prometheus_client::registry::Registry;
+    use tower_test::mock::{self, Handle};
+
+    /// A pipeline in namespace `ns` as the API server would hand it over.
+    fn pipeline() -> Arc<FintechPipeline> {
+        let mut pipeline = FintechPipeline::new("demo", serde_json::from_str("{}").unwrap());
+        pipeline.metadata.namespace = Some("ns".to_owned());
+        pipeline.metadata.uid = Some("uid-1".to_owned());
+        pipeline.metadata.generation = Some(1);
+        Arc::new(pipeline)
+    }
+
+    /// A context whose client talks to a mock API server, and the mock's handle.
+    fn mocked() -> (
+        Arc<Context>,
+        Handle<Request<Body>, Response<Body>>,
+        Registry,
+    ) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let mut registry = Registry::default();
+        let client = Client::new(service, "default");
+        let ctx = Context::new(client, Metrics::register(&mut registry));
+        (Arc::new(ctx), handle, registry)
+    }
+
+    /// Answers the next request, which must be `method` on a path ending in `path_end`.
+    async fn answer(
+        handle: &mut Handle<Request<Body>, Response<Body>>,
+        method: &str,
+        path_end: &str,
+        status: StatusCode,
+        body: serde_json::Value,
+    ) -> Request<Body> {
+        let (request, respond) = handle.next_request().await.expect("a request");
+        assert_eq!(request.method().as_str(), method, "{}", request.uri());
+        assert!(
+            request.uri().path().ends_with(path_end),
+            "expected {method} …{path_end}, got {}",
+            request.uri()
+        );
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        respond.send_response(response);
+        request
+    }
+
+    fn status(code: u16, reason: &str, message: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "code": code, "reason": reason, "message": message,
+        })
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_secret_fails_the_reconcile_with_a_warning_event_and_a_metric() {
+        let (ctx, mut handle, registry) = mocked();
+        let server = tokio::spawn(async move {
+            answer(
+                &mut handle,
+                "GET",
+                "/namespaces/ns/secrets/fintech-minio",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                status(500, "InternalError", "etcd is unavailable"),
+            )
+            .await;
+            let event = answer(
+                &mut handle,
+                "POST",
+                "/namespaces/ns/events",
+                StatusCode::CREATED,
+                serde_json::json!({}),
+            )
+            .await;
+            let body = event.into_body().collect_bytes().await.unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        });
+        let error = reconcile(pipeline(), ctx.clone()).await.unwrap_err();
+        assert!(matches!(error, Error::ReadSecret(_)), "{error}");
+        let event = server.await.unwrap();
+        assert_eq!(event["type"], "Warning");
+        assert_eq!(event["reason"], "SecretUnreadable");
+        assert!(
+            event["note"]
+                .as_str()
+                .unwrap()
+                .contains("etcd is unavailable"),
+            "{event}"
+        );
+        assert_eq!(event["regarding"]["name"], "demo");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                r#"fintech_operator_reconcile_failures_total{reason="SecretUnreadable"} 1"#
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            error_policy(pipeline(), &error, ctx.clone()),
+            Action::requeue(backoff(1))
+        );
+        assert_eq!(
+            error_policy(pipeline(), &error, ctx),
+            Action::requeue(backoff(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_apply_names_the_child_and_the_pipeline_gets_a_warning() {
+        let (ctx, mut handle, _registry) = mocked();
+        let server = tokio::spawn(async move {
+            let secret = |name: &str, keys: &[&str]| {
+                let data: serde_json::Map<String, serde_json::Value> = keys
+                    .iter()
+                    .map(|k| (k.to_string(), "eA==".into()))
+                    .collect();
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name, "namespace": "ns", "resourceVersion": "7"},
+                    "data": data,
+                })
+            };
+            answer(
+                &mut handle,
+                "GET",
+                "/secrets/fintech-minio",
+                StatusCode::OK,
+                secret(
+                    "fintech-minio",
+                    &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+                ),
+            )
+            .await;
+            answer(
+                &mut handle,
+                "GET",
+                "/secrets/fintech-postgres",
+                StatusCode::OK,
+                secret("fintech-postgres", &["url"]),
+            )
+            .await;
+            answer(
+                &mut handle,
+                "GET",
+                "/configmaps/demo-config",
+                StatusCode::NOT_FOUND,
+                status(404, "NotFound", "configmaps \"demo-config\" not found"),
+            )
+            .await;
+            let apply = answer(
+                &mut handle,
+                "PATCH",
+                "/configmaps/demo-config",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                status(422, "Invalid", "ConfigMap \"demo-config\" is invalid"),
+            )
+            .await;
+            let query = apply.uri().query().unwrap_or_default().to_owned();
+            let event = answer(
+                &mut handle,
+                "POST",
+                "/namespaces/ns/events",
+                StatusCode::CREATED,
+                serde_json::json!({}),
+            )
+            .await;
+            let body = event.into_body().collect_bytes().await.unwrap();
+            (
+                query,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        });
+        let error = reconcile(pipeline(), ctx).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("applying ConfigMap demo-config failed"),
+            "{error}"
+        );
+        let (query, event) = server.await.unwrap();
+        assert!(
+            query.contains("fieldManager=fintech-operator") && query.contains("force=true"),
+            "server-side apply with the operator's field manager: {query}"
+        );
+        assert_eq!(event["reason"], "ApplyFailed");
+        assert!(
+            event["note"].as_str().unwrap().contains("is invalid"),
+            "{event}"
+        );
+    }
 
     #[test]
     fn the_back_off_doubles_from_five_seconds_to_five_minutes() {
