@@ -532,6 +532,22 @@ mod tests {
         request
     }
 
+    /// Accepts the next request, which must publish an Event, and returns the Event.
+    async fn published_event(
+        handle: &mut Handle<Request<Body>, Response<Body>>,
+    ) -> serde_json::Value {
+        let request = answer(
+            handle,
+            "POST",
+            "/namespaces/ns/events",
+            StatusCode::CREATED,
+            serde_json::json!({}),
+        )
+        .await;
+        let body = request.into_body().collect_bytes().await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
     fn status(code: u16, reason: &str, message: &str) -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "v1", "kind": "Status", "status": "Failure",
@@ -551,16 +567,7 @@ mod tests {
                 status(500, "InternalError", "etcd is unavailable"),
             )
             .await;
-            let event = answer(
-                &mut handle,
-                "POST",
-                "/namespaces/ns/events",
-                StatusCode::CREATED,
-                serde_json::json!({}),
-            )
-            .await;
-            let body = event.into_body().collect_bytes().await.unwrap();
-            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            published_event(&mut handle).await
         });
         let error = reconcile(pipeline(), ctx.clone()).await.unwrap_err();
         assert!(matches!(error, Error::ReadSecret(_)), "{error}");
@@ -644,19 +651,7 @@ mod tests {
             )
             .await;
             let query = apply.uri().query().unwrap_or_default().to_owned();
-            let event = answer(
-                &mut handle,
-                "POST",
-                "/namespaces/ns/events",
-                StatusCode::CREATED,
-                serde_json::json!({}),
-            )
-            .await;
-            let body = event.into_body().collect_bytes().await.unwrap();
-            (
-                query,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            )
+            (query, published_event(&mut handle).await)
         });
         let error = reconcile(pipeline(), ctx).await.unwrap_err();
         assert!(
