@@ -102,7 +102,9 @@ export BENCH_MEM_KB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)
 export BENCH_KERNEL=$(uname -r)
 export BENCH_RUSTC=$(rustc --version)
 export BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-export BENCH_DIRTY=$(git status --porcelain 2>/dev/null | grep -q . && echo true || echo false)
+# Captured first: `git status | grep -q` can kill git with SIGPIPE, which pipefail reports.
+changes=$(git status --porcelain 2>/dev/null || true)
+export BENCH_DIRTY=$([[ -n $changes ]] && echo true || echo false)
 export BENCH_CORE=$CORE BENCH_RUN_DIR=$RUN_DIR BENCH_STAGES="${stages[*]}"
 
 python3 - "$OUT_DIR/$STAMP.json" <<'PY'

@@ -85,7 +85,8 @@ pub fn compute(
                 // Kafka gives each partition to one consumer of the group, so the rest idle.
                 message.push_str(&format!(
                     "; {} idle: {} replicas for {partitions} Kafka partitions, lower \
-                     streamer.replicas or raise kafka.partitions",
+                     streamer.replicas, or add partitions to the topic and raise \
+                     kafka.partitions",
                     a.desired - partitions,
                     a.desired
                 ));

@@ -461,7 +461,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let (store, root) = args.storage.open()?;
     let metrics = LoaderMetrics::default();
     let readiness = Readiness::default();
-    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
+    // A replay is a one-off command, often run beside the loader (`kubectl exec` into its
+    // pod), whose metrics address the loader holds already.
+    let metrics_addr = args.metrics_addr.filter(|_| args.replay_from.is_none());
+    let server = start_status_server(metrics_addr, &readiness, &cancel, |registry| {
         metrics.register(registry)
     })
     .await?;

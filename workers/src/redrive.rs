@@ -3,8 +3,8 @@
 //! Bronze stays immutable: nothing is moved or deleted. For each dead-letter file of the
 //! chosen days, the records that decode now become new payment-event files, one per event
 //! date, with a manifest that announces them to the loader, in the streamer's order (files
-//! first, then the manifest, all create-only). Names follow from the dead-letter file and how
-//! many of its records decode, so a second redrive with the same decoder writes nothing, and
+//! first, then the manifest, all create-only). Names follow from the dead-letter file, its
+//! day and how many of its records decode, so a second redrive with the same decoder writes nothing, and
 //! a later fix that redrives more writes new files whose repeated events the loader drops on
 //! `event_id`. Records that still fail stay where they are and are counted by kind.
 
@@ -98,7 +98,7 @@ pub async fn redrive(
             })?;
         files.sort();
         for file in files {
-            redrive_file(&store, root, &file, options, &mut report).await?;
+            redrive_file(&store, root, &file, date, options, &mut report).await?;
         }
     }
     Ok(report)
@@ -108,6 +108,7 @@ async fn redrive_file(
     store: &Arc<dyn ObjectStore>,
     root: &Path,
     file: &Path,
+    dead_on: NaiveDate,
     options: &RedriveOptions,
     report: &mut RedriveReport,
 ) -> Result<(), RedriveError> {
@@ -157,7 +158,7 @@ async fn redrive_file(
     let ingested_at = Utc::now().timestamp_micros();
     let mut keys = Vec::new();
     for (date, columns) in decoded {
-        let path = layout::redriven_file(root, date, &range, count);
+        let path = layout::redriven_file(root, date, &range, dead_on, count);
         let body = bronze_files::encode_parquet(&columns.finish(ingested_at))
             .map_err(|e| unreadable(format!("encoding {path} failed: {e}")))?;
         if put_new(store, &path, body).await? {
@@ -169,7 +170,7 @@ async fn redrive_file(
         topic: options.topic.clone(),
         ..range
     };
-    let manifest = layout::redriven_manifest(root, Utc::now().date_naive(), &range, count);
+    let manifest = layout::redriven_manifest(root, Utc::now().date_naive(), &range, dead_on, count);
     let record = BatchRecord { range, files: keys };
     let body = serde_json::to_vec_pretty(&record)
         .unwrap_or_else(|e| unreachable!("a batch record serialises: {e}"));

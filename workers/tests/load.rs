@@ -481,3 +481,29 @@ fn a_replay_needs_both_ends_in_order() {
         "{message}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_replay_runs_beside_a_loader_that_holds_the_metrics_port() {
+    let url = fresh_database(&testenv_var("DATABASE_URL")).await;
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    // The running loader's port, as in `kubectl exec deploy/<pipeline>-loader -- fintech load
+    // --replay-…`, where the pod's environment sets FINTECH_METRICS_ADDR.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["load", "--database-url", &url, "--lake-url", &lake.lake_url])
+        .args(["--replay-from", "2026-11-01", "--replay-to", "2026-11-02"])
+        .env(
+            "FINTECH_METRICS_ADDR",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("replayed 2026-11-01..=2026-11-02"));
+}

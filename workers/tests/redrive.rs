@@ -1,6 +1,6 @@
 //! `fintech redrive` on a lake whose dead letters hold both events an older decoder refused
-//! and payloads that are still bad: the first reach silver once, the second stay put, and a
-//! second redrive changes nothing.
+//! and payloads that are still bad, in two same-named files of a batch that spanned midnight:
+//! the first reach silver once, the second stay put, and a second redrive changes nothing.
 
 mod common;
 
@@ -19,12 +19,33 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 const GOOD: usize = 40;
 const DAY: (i32, u32, u32) = (2026, 11, 1);
 
-/// Writes one dead-letter file of `GOOD` valid events (refused, say, by a decoder that did
-/// not know a field yet) and three payloads that no decoder accepts.
+/// Writes the dead letters of one streamer batch that spanned midnight: a file in each of two
+/// day folders, under the batch's one name. Each holds `GOOD` valid events (refused, say, by
+/// a decoder that did not know a field yet) and three payloads that no decoder accepts.
 async fn dead_letters(lake: &StorageOptions) {
+    let range = layout::BatchRange {
+        topic: "transactions".to_owned(),
+        partition: 2,
+        first_offset: 101,
+        last_offset: 100 + 2 * (GOOD as i64 + 3),
+    };
+    let first = NaiveDate::from_ymd_opt(DAY.0, DAY.1, DAY.2).unwrap();
+    dead_letter_file(lake, &range, 5, first, 101).await;
+    let second = first.succ_opt().unwrap();
+    dead_letter_file(lake, &range, 6, second, 101 + GOOD as i64 + 3).await;
+}
+
+/// One dead-letter file of `range` in the folder of `day`, its records from `first_offset` on.
+async fn dead_letter_file(
+    lake: &StorageOptions,
+    range: &layout::BatchRange,
+    seed: u64,
+    day: NaiveDate,
+    first_offset: i64,
+) {
     let (store, root) = lake.open().unwrap();
     let config = StreamConfig {
-        seed: 5,
+        seed,
         simulated_start: Some(Utc.with_ymd_and_hms(DAY.0, DAY.1, DAY.2, 0, 0, 0).unwrap()),
         ..StreamConfig::default()
     };
@@ -34,8 +55,8 @@ async fn dead_letters(lake: &StorageOptions) {
         kind: DeadLetterKind::UnknownField,
         message: "unknown field `device_id`".to_owned(),
     };
-    let timestamp = Utc.with_ymd_and_hms(DAY.0, DAY.1, DAY.2, 12, 0, 0).unwrap();
-    let mut offset = 100;
+    let timestamp = day.and_hms_opt(0, 30, 0).unwrap().and_utc();
+    let mut offset = first_offset - 1;
     let mut message = |payload: Option<Vec<u8>>| {
         offset += 1;
         SourceMessage {
@@ -57,14 +78,7 @@ async fn dead_letters(lake: &StorageOptions) {
     columns.append(&message(Some(b"{not json".to_vec())), &bad);
     columns.append(&message(Some(b"[1, 2]".to_vec())), &bad);
     columns.append(&message(None), &bad);
-    let range = layout::BatchRange {
-        topic: "transactions".to_owned(),
-        partition: 2,
-        first_offset: 101,
-        last_offset: offset,
-    };
-    let date = NaiveDate::from_ymd_opt(DAY.0, DAY.1, DAY.2).unwrap();
-    let path = layout::dead_letter_file(&root, date, &range);
+    let path = layout::dead_letter_file(&root, day, range);
     let body = bronze::encode_parquet(&columns.finish(0)).unwrap();
     store.put(&path, PutPayload::from(body)).await.unwrap();
 }
@@ -100,14 +114,14 @@ async fn scenario(options: WarehouseOptions) {
 
     let dry = redrive(&lake, &["--dry-run"]);
     assert!(
-        dry.contains("43 dead letters in 1 files from 2026-10-31..=2026-11-02: 40 decode now (dry run: nothing written), 3 still fail (empty_payload 1, invalid_json 1, wrong_type 1)"),
+        dry.contains("86 dead letters in 2 files from 2026-10-31..=2026-11-02: 80 decode now (dry run: nothing written), 6 still fail (empty_payload 2, invalid_json 2, wrong_type 2)"),
         "{dry}"
     );
     let run = loader.run_once().await.unwrap();
     assert_eq!(run.files_pending, 0, "a dry run writes nothing");
 
     let wet = redrive(&lake, &[]);
-    assert!(wet.contains("40 decode now"), "{wet}");
+    assert!(wet.contains("80 decode now"), "{wet}");
     assert!(!wet.contains("(0 new files"), "{wet}");
     // A redrive repeated on another day, before the loader ran, announces the same files in
     // a second manifest; they still load once.
@@ -117,24 +131,27 @@ async fn scenario(options: WarehouseOptions) {
         .try_collect()
         .await
         .unwrap();
-    assert_eq!(manifests.len(), 1);
-    let copy = layout::manifest_folder(
-        &root,
-        "transactions",
-        Utc::now().date_naive().succ_opt().unwrap(),
-    )
-    .join(manifests[0].location.filename().unwrap());
-    let body = store
-        .get(&manifests[0].location)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    store.put(&copy, PutPayload::from(body)).await.unwrap();
+    assert_eq!(
+        manifests.len(),
+        2,
+        "one per dead-letter file, though they share a name"
+    );
+    let tomorrow = Utc::now().date_naive().succ_opt().unwrap();
+    for manifest in &manifests {
+        let copy = layout::manifest_folder(&root, "transactions", tomorrow)
+            .join(manifest.location.filename().unwrap());
+        let body = store
+            .get(&manifest.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        store.put(&copy, PutPayload::from(body)).await.unwrap();
+    }
     let run = loader.run_once().await.unwrap();
     assert_eq!(run.status, "SUCCESS", "{:?}", run.error);
-    assert_eq!(run.rows_loaded + run.rows_duplicate, GOOD as u64);
+    assert_eq!(run.rows_loaded + run.rows_duplicate, 2 * GOOD as u64);
     let in_silver: i64 =
         sqlx::query_scalar("select count(*) from raw.transactions where kafka_partition = 2")
             .fetch_one(&pool)

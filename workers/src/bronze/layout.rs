@@ -96,27 +96,45 @@ pub fn dead_letter_file(root: &Path, date: NaiveDate, range: &BatchRange) -> Pat
 }
 
 /// The key of a payment-event file holding `count` dead letters of `range` that decode now,
-/// redriven into the rows of `date`. The count is in the name so that a later fix, which
-/// redrives more of the same dead letters, writes a new file instead of meeting the old one.
-pub fn redriven_file(root: &Path, date: NaiveDate, range: &BatchRange, count: usize) -> Path {
+/// redriven into the rows of `date`. A batch spanning midnight leaves dead-letter files of one
+/// name in two day folders, so the name carries the dead letters' day (`dead_on`) too; the
+/// count is in it so that a later fix, which redrives more of the same dead letters, writes a
+/// new file instead of meeting the old one.
+pub fn redriven_file(
+    root: &Path,
+    date: NaiveDate,
+    range: &BatchRange,
+    dead_on: NaiveDate,
+    count: usize,
+) -> Path {
     join(
         &date_folder(root, TRANSACTIONS_PREFIX, date),
-        &redriven_name(range, count, "parquet"),
+        &redriven_name(range, dead_on, count, "parquet"),
     )
 }
 
-/// The key of the manifest announcing the files of one redrive of `range`, written on `date`.
-pub fn redriven_manifest(root: &Path, date: NaiveDate, range: &BatchRange, count: usize) -> Path {
+/// The key of the manifest announcing the files of one redrive of the dead letters of `range`
+/// from `dead_on`, written on `date`.
+pub fn redriven_manifest(
+    root: &Path,
+    date: NaiveDate,
+    range: &BatchRange,
+    dead_on: NaiveDate,
+    count: usize,
+) -> Path {
     join(
         &manifest_folder(root, &range.topic, date),
-        &redriven_name(range, count, "json"),
+        &redriven_name(range, dead_on, count, "json"),
     )
 }
 
-fn redriven_name(range: &BatchRange, count: usize, extension: &str) -> String {
+fn redriven_name(range: &BatchRange, dead_on: NaiveDate, count: usize, extension: &str) -> String {
     let name = range.file_name();
     let stem = name.strip_suffix(".parquet").unwrap_or(&name);
-    format!("{stem}.redriven-{count}.{extension}")
+    format!(
+        "{stem}.redriven-{}-{count}.{extension}",
+        dead_on.format("%Y%m%d")
+    )
 }
 
 /// The key of the record of the last batch written for a partition.
