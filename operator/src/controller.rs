@@ -97,7 +97,7 @@ impl Context {
 }
 
 /// An API for `K` in `namespace`, or across the cluster when it is `None`.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {

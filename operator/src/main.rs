@@ -87,10 +87,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Ready once the API server serves FintechPipelines: with the CRD missing the operator
     // could do nothing, and says so instead of crashing while an install is still applying it.
-    let pipelines: Api<FintechPipeline> = match &namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let pipelines: Api<FintechPipeline> = controller::scoped(&client, namespace.as_deref());
     while let Err(error) = pipelines.list(&ListParams::default().limit(1)).await {
         tracing::warn!(%error, "cannot list FintechPipelines yet; is the CRD installed? retrying in 5 s");
         tokio::select! {

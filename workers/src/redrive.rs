@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use arrow_array::cast::AsArray;
@@ -25,6 +24,7 @@ use crate::bronze::decode::{self, TransactionColumns};
 use crate::bronze::layout::{self, BatchRange};
 use crate::bronze::{self as bronze_files};
 use crate::source::SourceMessage;
+use crate::storage;
 use crate::streamer::BatchRecord;
 
 /// Errors that stop a redrive.
@@ -85,21 +85,25 @@ pub async fn redrive(
     options: &RedriveOptions,
 ) -> Result<RedriveReport, RedriveError> {
     let mut report = RedriveReport::default();
-    for date in options.from.iter_days().take_while(|d| *d <= options.to) {
-        let folder = layout::date_folder(root, layout::DEAD_LETTER_PREFIX, date);
-        let mut files: Vec<Path> = store
-            .list(Some(&folder))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await
-            .map_err(|source| RedriveError::Store {
-                path: folder.to_string(),
-                source,
-            })?;
-        files.sort();
-        for file in files {
-            redrive_file(&store, root, &file, date, options, &mut report).await?;
-        }
+    let files = storage::list_days(
+        store.as_ref(),
+        root,
+        layout::DEAD_LETTER_PREFIX,
+        options.from,
+        options.to,
+    )
+    .await
+    .map_err(|e| RedriveError::Store {
+        path: e.folder.to_string(),
+        source: e.source,
+    })?;
+    for file in files {
+        // The day folder, which a batch across midnight needs to tell same-named files apart.
+        let dead_on = layout::date_of_key(&file).ok_or_else(|| RedriveError::Unreadable {
+            path: file.to_string(),
+            reason: "it is not in a day folder".to_owned(),
+        })?;
+        redrive_file(&store, root, &file, dead_on, options, &mut report).await?;
     }
     Ok(report)
 }
@@ -219,15 +223,9 @@ async fn put_new(
     path: &Path,
     body: Vec<u8>,
 ) -> Result<bool, RedriveError> {
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store.put_opts(path, PutPayload::from(body), options).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-        Err(source) => Err(store_error(path, source)),
-    }
+    storage::put_if_absent(store.as_ref(), path, body)
+        .await
+        .map_err(|source| store_error(path, source))
 }
 
 fn store_error(path: &Path, source: object_store::Error) -> RedriveError {

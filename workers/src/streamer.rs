@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,6 +27,7 @@ use crate::bronze::layout::{self, BatchRange};
 use crate::bronze::{self};
 use crate::kafka::LagGauge;
 use crate::source::{MessageSource, SourceError, SourceEvent, SourceMessage};
+use crate::storage;
 
 /// Concurrent object writes per batch.
 const WRITE_CONCURRENCY: usize = 8;
@@ -667,18 +668,13 @@ async fn put_new(
     kind: &'static str,
     body: Vec<u8>,
 ) -> Result<(&'static str, bool), StreamError> {
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store.put_opts(&path, PutPayload::from(body), options).await {
-        Ok(_) => Ok((kind, true)),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            tracing::info!(%path, "object already stored by an earlier attempt; keeping it");
-            Ok((kind, false))
-        }
-        Err(source) => Err(store_error(&path, source)),
+    let written = storage::put_if_absent(store.as_ref(), &path, body)
+        .await
+        .map_err(|source| store_error(&path, source))?;
+    if !written {
+        tracing::info!(%path, "object already stored by an earlier attempt; keeping it");
     }
+    Ok((kind, written))
 }
 
 fn is_rebalance(error: &SourceError) -> bool {

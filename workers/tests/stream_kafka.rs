@@ -115,6 +115,22 @@ fn spawn_streamer(
     (cancel, handle)
 }
 
+/// Runs a streamer of `group` until it has committed all `total` messages of `topic`, then
+/// stops it.
+async fn stream_everything(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    lake: &StorageOptions,
+    policy: BatchPolicy,
+    total: usize,
+) {
+    let (cancel, streaming) = spawn_streamer(bootstrap, topic, group, lake, policy, None);
+    wait_for_commits(bootstrap, group, topic, total as i64).await;
+    cancel.cancel();
+    streaming.await.unwrap();
+}
+
 /// Waits until `group` has committed `total` messages of the topic.
 async fn wait_for_commits(bootstrap: &str, group: &str, topic: &str, total: i64) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -254,10 +270,7 @@ async fn a_streamer_killed_before_commit_is_replayed_without_duplicates() {
     );
 
     // Its replacement uses other caps and still stores every message once.
-    let (cancel, restarted) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(170), None);
-    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
-    cancel.cancel();
-    restarted.await.unwrap();
+    stream_everything(&bootstrap, &topic, &group, &lake, policy(170), total).await;
     assert_lake_holds(&lake, good, total).await;
 }
 
@@ -347,10 +360,7 @@ async fn an_unreachable_object_store_stops_the_streamer_without_committing_or_lo
 
     // Once the store is back, a new streamer of the group stores every message once.
     let lake = test_lake("s3-down");
-    let (cancel, restarted) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
-    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
-    cancel.cancel();
-    restarted.await.unwrap();
+    stream_everything(&bootstrap, &topic, &group, &lake, policy(200), total).await;
     assert_lake_holds(&lake, good, total).await;
 }
 

@@ -27,6 +27,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::bronze::layout;
+use crate::storage;
 use crate::streamer::BatchRecord;
 use rows::{COPY_COLUMNS, RowStats, RunRows};
 
@@ -288,22 +289,15 @@ impl Loader {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<RunReport>, UnauditedFailure> {
-        let mut files = Vec::new();
-        for date in from.iter_days().take_while(|date| *date <= to) {
-            let folder = layout::date_folder(&self.root, layout::TRANSACTIONS_PREFIX, date);
-            let listed: Result<Vec<Path>, _> = self
-                .store
-                .list(Some(&folder))
-                .map_ok(|meta| meta.location)
-                .try_collect()
-                .await;
-            match listed {
-                Ok(listed) => files.extend(listed),
-                Err(source) => return Err(self.unaudited(store(&folder)(source))),
-            }
-        }
-        files.sort();
-        files.dedup();
+        let files = storage::list_days(
+            self.store.as_ref(),
+            &self.root,
+            layout::TRANSACTIONS_PREFIX,
+            from,
+            to,
+        )
+        .await
+        .map_err(|e| self.unaudited(store(&e.folder)(e.source)))?;
         let mut reports = Vec::new();
         for chunk in files.chunks(self.config.max_files_per_run.max(1)) {
             let report = self.run(Mode::Replay(chunk.to_vec())).await?;
