@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The real services the tests talk to, on loopback only.
 #
+#   scripts/testenv.sh build   install and build what is missing from the cache; start nothing
 #   scripts/testenv.sh up      install what is missing, start every service, write the env file
+#   scripts/testenv.sh images  rebuild the images and load them into the running node
 #   scripts/testenv.sh down    stop exactly the processes `up` started, delete their data
 #   scripts/testenv.sh env     print the path of the env file (for `set -a; . "$(…)"; set +a`)
 #   scripts/testenv.sh status  show which recorded processes are alive
@@ -30,6 +32,11 @@ readonly S3_REGION="us-east-1"
 readonly PG_USER="fintech"
 readonly PG_PASSWORD="fintech"
 readonly PG_DATABASE="fintech"
+
+# shellcheck source=scripts/lib/node-build.sh
+. "$ROOT/scripts/lib/node-build.sh"
+# shellcheck source=scripts/lib/node.sh
+. "$ROOT/scripts/lib/node.sh"
 
 log() { printf '[testenv] %s\n' "$*" >&2; }
 die() { printf '[testenv] error: %s\n' "$*" >&2; exit 1; }
@@ -126,13 +133,23 @@ ensure_helm() {
   HELM_BIN="$dir/bin/helm"
 }
 
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from one wrapper module.
-# k8s.io/kubernetes points its k8s.io/* staging modules at folders inside its own tree, so the
-# wrapper replaces each of them with the published module of the matching v0.X release; etcd
-# comes at the version that Kubernetes release itself requires.
+# The Kubernetes commands the environment runs: the control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler), the node (kubelet, kube-proxy) and kubectl.
+readonly K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+readonly K8S_BIN="$CACHE/kubernetes-$KUBERNETES_VERSION/bin"
+
+# Builds etcd and $K8S_COMMANDS from one wrapper module. k8s.io/kubernetes points its k8s.io/*
+# staging modules at folders inside its own tree, so the wrapper replaces each of them with the
+# published module of the matching v0.X release; etcd comes at the version that Kubernetes
+# release itself requires.
 ensure_kubernetes() {
-  local dir="$CACHE/kubernetes-$KUBERNETES_VERSION"
-  if [[ ! -f $dir/.complete ]]; then
+  local dir="${K8S_BIN%/bin}" command missing=0
+  for command in etcd "${K8S_COMMANDS[@]}"; do
+    [[ -x $K8S_BIN/$command ]] || missing=1
+  done
+  # A build from before the version was stamped into the binaries reports v0.0.0.
+  [[ $("$K8S_BIN/kubectl" version --client 2>/dev/null) == *"$KUBERNETES_VERSION"* ]] || missing=1
+  if ((missing)); then
     rm -rf "$dir"
     mkdir -p "$dir/src/cmd/etcd" "$dir/bin"
     local gomod staging="v0.${KUBERNETES_VERSION#v1.}"
@@ -148,7 +165,7 @@ ensure_kubernetes() {
       grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" |
         awk -v v="$staging" '{ print "replace " $1 " => " $1 " " v }'
     } >"$dir/src/go.mod"
-    cat >"$dir/src/cmd/etcd/main.go" <<'EOF'
+    cat >"$dir/src/cmd/etcd/main.go" <<'EOF2'
 // Command etcd is etcd's server, built at the version Kubernetes requires.
 package main
 
@@ -159,30 +176,33 @@ import (
 )
 
 func main() { etcdmain.Main(os.Args) }
-EOF
-    cat >"$dir/src/tools.go" <<'EOF'
-//go:build tools
-
-// Package tools pins the Kubernetes commands this module builds.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-EOF
+EOF2
+    {
+      echo '//go:build tools'
+      echo
+      echo '// Package tools pins the Kubernetes commands this module builds.'
+      echo 'package tools'
+      echo
+      echo 'import ('
+      for command in "${K8S_COMMANDS[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$command\""; done
+      echo ')'
+    } >"$dir/src/tools.go"
+    local packages=()
+    for command in "${K8S_COMMANDS[@]}"; do packages+=("k8s.io/kubernetes/cmd/$command"); done
     (
       cd "$dir/src"
       go mod tidy
-      go build -ldflags="-s -w" -o "$dir/bin/" ./cmd/etcd \
-        k8s.io/kubernetes/cmd/kube-apiserver \
-        k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kubectl
+      # The version a release build stamps in, so that the API server, the node and kubectl
+      # report v1.36.3 (and Helm's kubeVersion checks work) instead of a development v0.0.0.
+      local minor=${KUBERNETES_VERSION#v1.}
+      minor=${minor%%.*}
+      local version_package=k8s.io/component-base/version
+      go build -ldflags="-s -w -X $version_package.gitVersion=$KUBERNETES_VERSION \
+        -X $version_package.gitMajor=1 -X $version_package.gitMinor=$minor \
+        -X $version_package.gitTreeState=clean" \
+        -o "$K8S_BIN/" ./cmd/etcd "${packages[@]}"
     )
-    touch "$dir/.complete"
   fi
-  K8S_BIN="$dir/bin"
 }
 
 # --- processes ---------------------------------------------------------------------------
@@ -284,9 +304,10 @@ start_minio() {
   } >>"$ENV_FILE"
 }
 
-# Certificates for a single-node control plane: one CA signs the API server's serving
-# certificate and the admin's client certificate (group system:masters); a separate key pair
-# signs service-account tokens.
+# Certificates for a one-node cluster: one CA signs every serving and client certificate
+# (the API server's, the admin's in group system:masters, the node's and its components' under
+# the names the API server's built-in RBAC knows); a separate key pair signs service-account
+# tokens. Every certificate is X.509 v3 (rustls, which kube-rs uses, requires it).
 make_pki() {
   local pki=$1
   mkdir -p "$pki"
@@ -294,29 +315,68 @@ make_pki() {
     cd "$pki"
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=fintech-test-ca" \
       -keyout ca.key -out ca.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key \
-      -out apiserver.csr 2>/dev/null
-    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes.default.svc\n' >apiserver.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-      -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=fintech-admin" \
-      -keyout admin.key -out admin.csr 2>/dev/null
-    # Extensions make it an X.509 v3 certificate, which rustls (kube-rs) requires.
-    printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >admin.ext
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-      -extfile admin.ext -out admin.crt 2>/dev/null
+    sign apiserver "/CN=kube-apiserver" serverAuth \
+      "IP:127.0.0.1,DNS:localhost,IP:$NODE_IP,IP:$KUBERNETES_SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    sign admin "/O=system:masters/CN=fintech-admin" clientAuth
+    # The API server's identity towards the kubelet (logs, exec, port-forward).
+    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth
+    sign kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
+    sign kubelet-serving "/CN=$NODE_NAME" serverAuth "IP:$NODE_IP,DNS:$NODE_NAME"
+    sign kube-proxy "/CN=system:kube-proxy" clientAuth
+    sign kube-scheduler "/CN=system:kube-scheduler" clientAuth
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
 }
 
+# sign NAME SUBJECT USAGE [SUBJECT_ALT_NAMES]: NAME.key and NAME.crt, signed by ca.key.
+sign() {
+  local name=$1 subject=$2 usage=$3 alt_names=${4:-}
+  openssl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$name.key" -out "$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$usage"
+    [[ -z $alt_names ]] || echo "subjectAltName=$alt_names"
+  } >"$name.ext"
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+}
+
+# write_kubeconfig FILE USER: a kubeconfig for the API server with USER's certificate.
+write_kubeconfig() {
+  local file=$1 user=$2 pki="$DATA/kubernetes/pki"
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: fintech-test
+  cluster:
+    server: https://$NODE_IP:$API_PORT
+    certificate-authority: $pki/ca.crt
+users:
+- name: $user
+  user:
+    client-certificate: $pki/$user.crt
+    client-key: $pki/$user.key
+contexts:
+- name: fintech-test
+  context:
+    cluster: fintech-test
+    user: $user
+    namespace: default
+current-context: fintech-test
+EOF
+}
+
 start_kubernetes() {
   local dir="$DATA/kubernetes" pki="$DATA/kubernetes/pki"
-  local etcd_port etcd_peer_port api_port kcm_port
+  local etcd_port etcd_peer_port kcm_port scheduler_port
   etcd_port=$(free_port)
   etcd_peer_port=$(free_port)
-  api_port=$(free_port)
+  API_PORT=$(free_port)
   kcm_port=$(free_port)
+  scheduler_port=$(free_port)
   make_pki "$pki"
 
   spawn etcd "$K8S_BIN/etcd" --name fintech-test --data-dir "$dir/etcd" \
@@ -327,44 +387,30 @@ start_kubernetes() {
     --unsafe-no-fsync --quota-backend-bytes=1073741824 --log-level=warn
   wait_for "etcd" curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+  # On the node's address, which pods reach through the `kubernetes` Service. The Node
+  # authorizer and NodeRestriction confine the kubelet to its own node and pods.
   spawn kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$NODE_IP" --advertise-address "$NODE_IP" --secure-port "$API_PORT" \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \
+    --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$pki/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --authorization-mode RBAC \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode Node,RBAC \
+    --enable-admission-plugins NodeRestriction \
     --enable-priority-and-fairness=false \
     --v=1
 
   local kubeconfig="$dir/kubeconfig"
-  cat >"$kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: fintech-test
-  cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority: $pki/ca.crt
-users:
-- name: fintech-admin
-  user:
-    client-certificate: $pki/admin.crt
-    client-key: $pki/admin.key
-contexts:
-- name: fintech-test
-  context:
-    cluster: fintech-test
-    user: fintech-admin
-    namespace: default
-current-context: fintech-test
-EOF
+  write_kubeconfig "$kubeconfig" admin
   WAIT_SECONDS=120 wait_for "kube-apiserver" "$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz
 
-  # Garbage collection of owned objects and CronJob -> Job need the controller manager;
-  # no scheduler and no kubelet run, so pods stay Pending.
+  # Garbage collection of owned objects and CronJob -> Job need the controller manager.
   spawn kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$kubeconfig" --authentication-kubeconfig "$kubeconfig" \
     --authorization-kubeconfig "$kubeconfig" \
@@ -373,6 +419,15 @@ EOF
     --leader-elect=false --use-service-account-credentials=false \
     --controllers '*,-serviceaccount-token-controller' --v=1
   wait_for "kube-controller-manager" curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
+
+  write_kubeconfig "$dir/kube-scheduler.kubeconfig" kube-scheduler
+  spawn kube-scheduler "$K8S_BIN/kube-scheduler" \
+    --kubeconfig "$dir/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig "$dir/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig "$dir/kube-scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$scheduler_port" --leader-elect=false --v=1
+  wait_for "kube-scheduler" curl -fsSk "https://127.0.0.1:$scheduler_port/healthz"
+
   # The default namespace's service account appears once the controllers run.
   wait_for "the default service account" "$K8S_BIN/kubectl" --kubeconfig "$kubeconfig" \
     get serviceaccount default -n default
@@ -386,19 +441,30 @@ EOF
 
 # --- commands ----------------------------------------------------------------------------
 
-cmd_up() {
-  if [[ -f $PIDS_FILE ]]; then
-    log "a previous environment is recorded in $STATE; stopping it first"
-    cmd_down
-  fi
-  local started
-  started=$(date +%s)
+# Installs, downloads and builds whatever is missing from the cache; starts nothing.
+cmd_build() {
   timed "prerequisites" ensure_tools
   timed "postgresql (install check)" ensure_postgres
   timed "kafka $KAFKA_VERSION (fetch)" ensure_kafka
   timed "minio (build)" ensure_minio
   timed "helm $HELM_VERSION (build)" ensure_helm
   timed "kubernetes $KUBERNETES_VERSION (build)" ensure_kubernetes
+  timed "node packages (install check)" ensure_node_packages
+  timed "containerd $CONTAINERD_VERSION, runc $RUNC_VERSION (build)" ensure_container_runtime
+  timed "coredns $COREDNS_VERSION (build)" ensure_coredns
+  timed "local-path-provisioner $LOCAL_PATH_PROVISIONER_VERSION (build)" ensure_local_path_provisioner
+  timed "mc (build)" ensure_mc
+}
+
+cmd_up() {
+  if [[ -f $PIDS_FILE ]]; then
+    log "a previous environment is recorded in $STATE; stopping it first"
+    cmd_down
+  fi
+  require_root
+  local started
+  started=$(date +%s)
+  cmd_build
 
   mkdir -p "$STATE"
   DATA=$(mktemp -d "${TMPDIR:-/tmp}/fintech-testenv.XXXXXX")
@@ -417,9 +483,28 @@ cmd_up() {
   timed "postgresql (start)" start_postgres
   timed "kafka (start)" start_kafka
   timed "minio (start)" start_minio
+  timed "node network" start_node_network
   timed "kubernetes (start)" start_kubernetes
+  timed "docker (start)" start_docker
+  start_node
   trap - ERR
   log "all services up in $(($(date +%s) - started)) s; env file: $ENV_FILE"
+}
+
+# Stops the recorded process $1 (pid $2) and its process group: SIGTERM (SIGINT for
+# PostgreSQL, whose SIGTERM waits for every client to leave), SIGKILL after ten seconds.
+stop_process() {
+  local name=$1 pid=$2 signal=TERM
+  kill -0 "$pid" 2>/dev/null || return 0
+  [[ $name == postgres ]] && signal=INT
+  # Each service runs in its own session (setsid), so its process group is its pid.
+  kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.25
+  done
+  log "$name (pid $pid) ignored SIG$signal; killing it"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
 }
 
 cmd_down() {
@@ -427,32 +512,35 @@ cmd_down() {
     log "nothing recorded in $STATE; nothing to stop"
     return 0
   fi
-  local name pid
-  # Stop in reverse start order so clients go before their servers.
-  while read -r name pid; do
-    if kill -0 "$pid" 2>/dev/null; then
-      # PostgreSQL's fast shutdown is SIGINT (SIGTERM waits for every client to leave).
-      local signal=TERM
-      [[ $name == postgres ]] && signal=INT
-      # Each service runs in its own session (setsid), so its process group is its pid.
-      kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true
-      for _ in $(seq 1 40); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.25
-      done
-      if kill -0 "$pid" 2>/dev/null; then
-        log "$name (pid $pid) ignored SIGTERM; killing it"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      fi
-    fi
-  done < <(tac "$PIDS_FILE")
-  local data
+  local name pid data
   data=$(cat "$STATE/data-dir" 2>/dev/null || true)
+  # The kubelet first, so that it restarts nothing, then the pods' containers while
+  # containerd still runs.
+  while read -r name pid; do
+    [[ $name == kubelet ]] && stop_process "$name" "$pid"
+  done <"$PIDS_FILE"
+  [[ -z $data ]] || stop_node_containers "$data"
+  # The rest in reverse start order, so clients go before their servers.
+  while read -r name pid; do
+    stop_process "$name" "$pid"
+  done < <(tac "$PIDS_FILE")
+  [[ -z $data ]] || stop_node_leftovers "$data"
   if [[ -n $data && -d $data && ${FINTECH_TESTENV_KEEP_DATA:-0} != 1 ]]; then
     rm -rf "$data"
   fi
   rm -f "$PIDS_FILE" "$ENV_FILE" "$STATE/data-dir"
   log "stopped"
+}
+
+# Rebuilds the images and loads them into the running node, after a code change.
+cmd_images() {
+  [[ -f $PIDS_FILE ]] || die "no environment is up; run scripts/testenv.sh up"
+  DATA=$(cat "$STATE/data-dir")
+  DOCKER_HOST="unix://$DATA/docker/docker.sock"
+  CONTAINERD_SOCKET="$DATA/node/containerd/containerd.sock"
+  export DOCKER_HOST
+  ensure_minio
+  load_images
 }
 
 cmd_status() {
@@ -464,9 +552,11 @@ cmd_status() {
 }
 
 case "${1:-}" in
+  build) cmd_build ;;
   up) cmd_up ;;
+  images) cmd_images ;;
   down) cmd_down ;;
   env) [[ -f $ENV_FILE ]] || die "no environment is up; run scripts/testenv.sh up"; echo "$ENV_FILE" ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|env|status" >&2; exit 2 ;;
+  *) echo "usage: $0 build|up|images|down|env|status" >&2; exit 2 ;;
 esac

@@ -359,6 +359,32 @@ fn manifest_names(manifest: &str, section: &str) -> Vec<String> {
 }
 
 #[test]
+fn both_images_share_one_cached_layer_of_compiled_dependencies() {
+    // A layer is reused when its parent and instruction are the same, so everything up to the
+    // dependency build must be the same, instruction for instruction.
+    let up_to_the_dependency_build = |dockerfile: &str| -> Vec<(String, String)> {
+        let instructions: Vec<(String, String)> = stages(&read(dockerfile))
+            .into_iter()
+            .flatten()
+            .map(|i| (i.keyword, i.arguments))
+            .collect();
+        let cook = instructions
+            .iter()
+            .position(|(keyword, arguments)| {
+                keyword == "RUN" && arguments.starts_with("cargo chef cook")
+            })
+            .unwrap_or_else(|| panic!("{dockerfile}: no `RUN cargo chef cook`"));
+        assert!(
+            !instructions[cook].1.contains("--package"),
+            "{dockerfile}: the dependency build must cover the whole workspace"
+        );
+        instructions[..=cook].to_vec()
+    };
+    let [operator, workers] = IMAGES.map(|image| up_to_the_dependency_build(image.dockerfile));
+    assert_eq!(operator, workers);
+}
+
+#[test]
 fn each_image_builds_its_crates_binary_and_runs_it_as_the_non_root_user_of_the_pods() {
     let pod_user = yaml("helm/fintech-operator/values.yaml")["podSecurityContext"]["runAsUser"]
         .as_u64()

@@ -1,0 +1,490 @@
+//! The README's Kubernetes walkthrough, steps 3 to 9, run command for command on the test
+//! environment's node (`scripts/testenv.sh up` starts a kubelet, containerd, kube-proxy,
+//! CoreDNS and a local-path provisioner beside the API server, and loads the images built from
+//! `operator/Dockerfile`, `workers/Dockerfile` and the development infrastructure's stand-ins):
+//! the chart with its development Kafka, PostgreSQL and MinIO, a `FintechPipeline` that reaches
+//! `Running 3/3`, rows in silver and gold read with `psql`, a transform started by annotation,
+//! suspend and resume, and the clean-up. A second test kills a streamer pod in the middle of a
+//! batch and checks that silver then holds every produced event exactly once.
+//!
+//! Commands run through `bash` with the test environment's `kubectl`, `helm` and `psql` first
+//! on `PATH`, so they read as the README prints them. Two things differ from a kind cluster,
+//! and only in how the host reaches the cluster: PostgreSQL's NodePort is on the node's address
+//! (`FINTECH_TEST_NODE_IP`) instead of kind's `localhost:5432` port mapping, and the node is
+//! cordoned between tests (so that the other tests' pods stay Pending as they were written to),
+//! which these tests lift while they run.
+//!
+//! Both tests use the README's fixed names (namespace `fintech`, release `fintech-operator`,
+//! pipeline `payments`), so they take turns; each starts as on a fresh cluster, without the
+//! CRD, which the other test files apply and leave.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::testenv_var;
+
+const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// The two tests share the namespace, the release and the node's capacity.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// Runs `script` with bash in the repository, with the test environment's tools first on
+/// `PATH`; returns stdout, or stdout and stderr as the error.
+fn try_sh(script: &str) -> Result<String, String> {
+    let tool_dirs: Vec<String> = ["KUBECTL", "HELM"]
+        .iter()
+        .map(|tool| {
+            let path = testenv_var(tool);
+            std::path::Path::new(&path)
+                .parent()
+                .unwrap()
+                .display()
+                .to_string()
+        })
+        .chain([testenv_var("FINTECH_TEST_PG_BIN")])
+        .collect();
+    let path = format!(
+        "{}:{}",
+        tool_dirs.join(":"),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new("bash")
+        .args([
+            "-euo",
+            "pipefail",
+            "-c",
+            &format!("{WAREHOUSE_URL}\n{script}"),
+        ])
+        .current_dir(REPOSITORY)
+        .env("PATH", path)
+        .env("KUBECONFIG", testenv_var("KUBECONFIG"))
+        .env("FINTECH_TEST_NODE_IP", testenv_var("FINTECH_TEST_NODE_IP"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start bash: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Runs `script` and returns its stdout, failing the test with its output if it fails.
+fn sh(script: &str) -> String {
+    eprintln!("$ {script}");
+    try_sh(script).unwrap_or_else(|output| panic!("`{script}` failed:\n{output}"))
+}
+
+/// Polls `check` every two seconds until it returns `Some`, failing after `timeout` with the
+/// last thing it saw.
+fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() > deadline => {
+                panic!("{what}: not within {timeout:?}; last seen:\n{seen}")
+            }
+            Err(_) => sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// A query's single value through `psql`, at the URL the README derives from the Secret.
+fn psql(query: &str) -> Result<String, String> {
+    try_sh(&format!(
+        "psql \"$(warehouse_url)\" -X -q -t -A -v ON_ERROR_STOP=1 -c {}",
+        shell_quote(query)
+    ))
+    .map(|out| out.trim().to_owned())
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn count(query: &str) -> Result<i64, String> {
+    let text = psql(query)?;
+    text.parse()
+        .map_err(|_| format!("`{query}` gave {text:?}, not a count"))
+}
+
+/// The cluster as a test found it and leaves it: the node schedulable only while a test runs,
+/// and whatever a test installed removed again when it ends, also when it fails (after printing
+/// what the pods were doing).
+struct Session {
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Session {
+    fn start() -> Self {
+        let turn = CLUSTER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        remove_everything();
+        sh(&format!(
+            "kubectl uncordon {}",
+            testenv_var("FINTECH_TEST_NODE")
+        ));
+        Self { _turn: turn }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for script in [
+                "kubectl get pods -A -o wide",
+                "kubectl -n fintech get fp,deployments,statefulsets,jobs,pvc -o wide",
+                "kubectl -n fintech describe pods",
+                "kubectl -n fintech get events --sort-by=.lastTimestamp | tail -40",
+                "for p in $(kubectl -n fintech get pods -o name); do echo \"== $p\"; kubectl -n fintech logs --all-containers --tail=40 \"$p\"; done",
+            ] {
+                eprintln!("$ {script}\n{}", try_sh(script).unwrap_or_else(|e| e));
+            }
+        }
+        remove_everything();
+        let _ = try_sh(&format!(
+            "kubectl cordon {}",
+            testenv_var("FINTECH_TEST_NODE")
+        ));
+    }
+}
+
+/// What `helm install` and `kubectl apply` of the walkthrough create, removed the way README
+/// step 9 removes it, and waited for, so that the next test starts on an empty cluster.
+fn remove_everything() {
+    let _ = try_sh("kubectl -n fintech delete fp --all --wait=true --timeout=120s");
+    let _ = try_sh(
+        "helm status fintech-operator -n fintech >/dev/null 2>&1 && helm uninstall fintech-operator --namespace fintech --wait --timeout 180s",
+    );
+    let _ = try_sh("kubectl delete namespace fintech --ignore-not-found --timeout=180s");
+    let _ = try_sh("kubectl delete crd fintechpipelines.fintech.io --ignore-not-found");
+}
+
+/// README step 6's `PGURL`, defined for every script: the `url` of the Secret, pointed at the
+/// node's NodePort where kind would map localhost:5432.
+const WAREHOUSE_URL: &str = r#"warehouse_url() { kubectl -n fintech get secret fintech-postgres -o jsonpath='{.data.url}' | base64 -d | sed "s/@fintech-postgres:5432\//@$FINTECH_TEST_NODE_IP:30432\//"; }"#;
+
+/// README steps 3 to 5: the chart with the development infrastructure, the rollouts, the bucket
+/// Job, the example pipeline, and `kubectl get fp` showing `Running` and `3/3`.
+fn install_and_create_the_pipeline() {
+    sh("helm install fintech-operator helm/fintech-operator \
+          --namespace fintech --create-namespace \
+          --set infra.enabled=true --set infra.exposeNodePorts=true");
+    sh("kubectl -n fintech rollout status deployment/fintech-operator --timeout=5m");
+    sh(
+        "kubectl -n fintech rollout status statefulset/fintech-kafka statefulset/fintech-postgres statefulset/fintech-minio --timeout=5m",
+    );
+    sh(
+        "kubectl -n fintech wait --for=condition=Complete job -l app.kubernetes.io/name=minio-bucket --timeout=5m",
+    );
+
+    sh("kubectl -n fintech apply -f manifests/pipeline-example.yaml");
+    eventually(
+        "kubectl get fp shows Running 3/3",
+        Duration::from_secs(300),
+        || {
+            let table = try_sh("kubectl -n fintech get fp")?;
+            let row = table
+                .lines()
+                .find(|line| line.starts_with("payments "))
+                .ok_or_else(|| table.clone())?;
+            let columns: Vec<&str> = row.split_whitespace().collect();
+            if columns.get(1) == Some(&"Running") && columns.get(2) == Some(&"3/3") {
+                Ok(())
+            } else {
+                Err(table)
+            }
+        },
+    );
+    sh("kubectl -n fintech describe fp payments");
+    sh(
+        "kubectl -n fintech get deployments,cronjobs,services,configmaps -l app.kubernetes.io/instance=payments",
+    );
+}
+
+/// Every pod of the namespace, as `name phase ready` lines.
+fn pods() -> String {
+    try_sh(
+        "kubectl -n fintech get pods -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.containerStatuses[*].ready}{\"\\n\"}{end}'",
+    )
+    .unwrap_or_else(|e| e)
+}
+
+fn rows_in_silver() -> Result<i64, String> {
+    count("select count(*) from raw.transactions")
+}
+
+/// Waits until silver holds more than `than` rows, and returns how many.
+fn silver_grows_past(than: i64, what: &str) -> i64 {
+    eventually(what, Duration::from_secs(240), || match rows_in_silver() {
+        Ok(rows) if rows > than => Ok(rows),
+        Ok(rows) => Err(format!("{rows} rows")),
+        Err(error) => Err(error),
+    })
+}
+
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn the_readme_walkthrough_runs_on_a_real_node() {
+    let _session = Session::start();
+    install_and_create_the_pipeline();
+    let running = pods();
+    for component in [
+        "fintech-operator",
+        "fintech-kafka-0",
+        "fintech-postgres-0",
+        "fintech-minio-0",
+        "payments-producer",
+        "payments-streamer",
+        "payments-loader",
+    ] {
+        assert!(
+            running
+                .lines()
+                .any(|line| line.starts_with(component) && line.ends_with("Running true")),
+            "{component} is not Running and Ready:\n{running}"
+        );
+    }
+    sh("kubectl -n fintech logs deployment/payments-streamer --tail=5");
+
+    // Step 6: silver through psql, and the load audit.
+    let silver = silver_grows_past(0, "rows reach raw.transactions");
+    eprintln!("silver holds {silver} rows");
+    sh(r#"psql "$(warehouse_url)" -c 'select count(*) from raw.transactions'"#);
+    let audit = sh(
+        r#"psql "$(warehouse_url)" -c 'select run_id, started_at, health, rows_loaded, error from metadata.load_health limit 5'"#,
+    );
+    assert!(audit.contains("healthy"), "no healthy load run:\n{audit}");
+
+    // Step 7: a transform Job started by the annotation, its logs, and gold.
+    sh(
+        r#"kubectl -n fintech annotate fp payments fintech.io/run-transform="$(date -u +%Y%m%dT%H%M%SZ)" --overwrite"#,
+    );
+    let job = eventually(
+        "the manual transform Job is named in the status",
+        Duration::from_secs(60),
+        || {
+            let name = try_sh(
+                "kubectl -n fintech get fp payments -o jsonpath='{.status.transform.lastManualRunJob}'",
+            )?;
+            if name.trim().is_empty() {
+                Err("no job yet".to_owned())
+            } else {
+                Ok(name.trim().to_owned())
+            }
+        },
+    );
+    sh("kubectl -n fintech get jobs -l app.kubernetes.io/instance=payments");
+    sh(&format!(
+        "kubectl -n fintech wait --for=condition=Complete job/{job} --timeout=5m"
+    ));
+    let logs = sh(&format!("kubectl -n fintech logs job/{job}"));
+    assert!(!logs.trim().is_empty(), "the transform Job logged nothing");
+    eventually("LAST TRANSFORM is set", Duration::from_secs(60), || {
+        let last = try_sh(
+            "kubectl -n fintech get fp payments -o jsonpath='{.status.transform.lastSuccessfulTime}'",
+        )?;
+        if last.trim().is_empty() {
+            Err(sh("kubectl -n fintech get fp payments -o yaml"))
+        } else {
+            Ok(())
+        }
+    });
+    sh("kubectl -n fintech get fp payments");
+    let gold = count("select count(*) from marts.fact_transactions").unwrap();
+    assert!(gold > 0, "the transform left marts.fact_transactions empty");
+    sh(
+        r#"psql "$(warehouse_url)" -c 'select * from marts.daily_revenue_summary order by payment_date desc, payment_method limit 10'"#,
+    );
+    sh(
+        r#"psql "$(warehouse_url)" -c 'select status, count(*) from marts.fact_transactions group by status'"#,
+    );
+
+    // Step 8: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
+    sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":true}}'"#);
+    eventually(
+        "the pipeline is Suspended with no worker pods",
+        Duration::from_secs(180),
+        || {
+            let phase = try_sh("kubectl -n fintech get fp payments -o jsonpath='{.status.phase}'")?;
+            let workers = try_sh(
+                "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments -o name",
+            )?;
+            if phase.trim() == "Suspended" && workers.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!("phase {phase}; pods:\n{workers}"))
+            }
+        },
+    );
+    sh("kubectl -n fintech get fp payments");
+    let suspended = rows_in_silver().unwrap();
+    sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":false}}'"#);
+    silver_grows_past(suspended, "rows keep arriving after resume");
+
+    // Step 9: the pipeline's children go with it; the release and the CRD go too.
+    sh("kubectl -n fintech delete fp payments");
+    eventually(
+        "the pipeline's children are gone",
+        Duration::from_secs(120),
+        || {
+            let left = try_sh(
+                "kubectl -n fintech get deployments,cronjobs,services,configmaps,pods -l app.kubernetes.io/instance=payments -o name",
+            )?;
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+    );
+    sh("helm uninstall fintech-operator --namespace fintech --wait");
+    sh("kubectl delete crd fintechpipelines.fintech.io");
+}
+
+/// Per Kafka partition of `transactions`, the log end offset, read in the broker's pod with
+/// the broker's own tool.
+fn end_offsets() -> Vec<(i32, i64)> {
+    let out = sh(
+        "kubectl -n fintech exec fintech-kafka-0 -- /opt/kafka/bin/kafka-get-offsets.sh --bootstrap-server localhost:9092 --topic transactions",
+    );
+    let mut offsets: Vec<(i32, i64)> = out
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.trim().split(':');
+            let (_topic, partition, offset) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((partition.parse().ok()?, offset.parse().ok()?))
+        })
+        .collect();
+    offsets.sort_unstable();
+    assert!(
+        !offsets.is_empty(),
+        "kafka-get-offsets printed no offsets:\n{out}"
+    );
+    offsets
+}
+
+/// The offsets the streamer's consumer group has committed, summed over partitions.
+fn committed_by_the_streamer() -> Result<i64, String> {
+    let out = try_sh(
+        "kubectl -n fintech exec fintech-kafka-0 -- /opt/kafka/bin/kafka-consumer-groups.sh --bootstrap-server localhost:9092 --describe --group payments-streamer",
+    )?;
+    // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID HOST CLIENT-ID
+    Ok(out
+        .lines()
+        .filter(|line| line.starts_with("payments-streamer "))
+        .filter_map(|line| line.split_whitespace().nth(3)?.parse::<i64>().ok())
+        .sum())
+}
+
+/// The streamer's `fintech_streamer_messages`, through the API server's proxy to its Service.
+fn messages_read_by_the_streamer() -> Result<f64, String> {
+    let body = try_sh(
+        "kubectl get --raw /api/v1/namespaces/fintech/services/payments-streamer-metrics:metrics/proxy/metrics",
+    )?;
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix("fintech_streamer_messages_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| {
+            body.lines()
+                .filter(|l| l.starts_with("fintech_streamer"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+}
+
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn a_streamer_pod_killed_mid_batch_leaves_every_event_in_silver_exactly_once() {
+    let _session = Session::start();
+    install_and_create_the_pipeline();
+    silver_grows_past(0, "the first batch reaches silver");
+
+    // Mid-batch: the streamer has read messages that no committed batch holds yet.
+    eventually(
+        "the streamer holds an open batch",
+        Duration::from_secs(120),
+        || {
+            let read = messages_read_by_the_streamer()?;
+            let committed = committed_by_the_streamer()?;
+            if read > committed as f64 {
+                Ok(())
+            } else {
+                Err(format!("read {read}, committed {committed}"))
+            }
+        },
+    );
+    sh(
+        "kubectl -n fintech delete pod -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=streamer --grace-period=0 --force",
+    );
+    sh("kubectl -n fintech rollout status deployment/payments-streamer --timeout=3m");
+    // Let the replacement re-read the killed batch and commit past it while payments go on.
+    let before = committed_by_the_streamer().unwrap();
+    eventually("the new streamer commits", Duration::from_secs(180), || {
+        let now = committed_by_the_streamer()?;
+        if now > before {
+            Ok(())
+        } else {
+            Err(format!("committed {now}"))
+        }
+    });
+
+    // Stop producing, then wait until silver holds every message of the topic.
+    sh(
+        r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"producer":{"enabled":false}}}'"#,
+    );
+    eventually("the producer is gone", Duration::from_secs(120), || {
+        let left = try_sh(
+            "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=producer -o name",
+        )?;
+        if left.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    });
+    let ends = end_offsets();
+    let produced: i64 = ends.iter().map(|(_, end)| end).sum();
+    eventually(
+        "silver holds every produced event",
+        Duration::from_secs(300),
+        || {
+            let rows = rows_in_silver()?;
+            if rows >= produced {
+                Ok(())
+            } else {
+                Err(format!("{rows} of {produced} rows"))
+            }
+        },
+    );
+    for (partition, end) in ends {
+        let stats = psql(&format!(
+            "select count(*) || ' ' || count(distinct kafka_offset) || ' ' || coalesce(min(kafka_offset), -1) || ' ' || coalesce(max(kafka_offset), -1) \
+             from raw.transactions where kafka_partition = {partition}"
+        ))
+        .unwrap();
+        assert_eq!(
+            stats,
+            format!("{end} {end} 0 {}", end - 1),
+            "partition {partition}: rows, distinct offsets, first and last offset in silver \
+             against the {end} messages Kafka holds"
+        );
+    }
+    assert_eq!(
+        count("select count(*) from raw.rejected_transactions").unwrap(),
+        0
+    );
+}
