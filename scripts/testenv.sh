@@ -536,7 +536,7 @@ cmd_down() {
 cmd_images() {
   [[ -f $PIDS_FILE ]] || die "no environment is up; run scripts/testenv.sh up"
   DATA=$(cat "$STATE/data-dir")
-  DOCKER_HOST="unix://$DATA/docker/docker.sock"
+  DOCKER_HOST=$(cat "$DATA/docker/docker-host")
   CONTAINERD_SOCKET="$DATA/node/containerd/containerd.sock"
   export DOCKER_HOST
   ensure_minio

@@ -82,8 +82,8 @@ fn sh(script: &str) -> String {
     try_sh(script).unwrap_or_else(|output| panic!("`{script}` failed:\n{output}"))
 }
 
-/// Polls `check` every two seconds until it returns `Some`, failing after `timeout` with the
-/// last thing it saw.
+/// Polls `check` every two seconds until it returns `Ok`, failing after `timeout` with the
+/// last error it returned.
 fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
@@ -95,6 +95,18 @@ fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Resul
             Err(_) => sleep(Duration::from_secs(2)),
         }
     }
+}
+
+/// Waits until `script` prints nothing (objects gone, no namespace terminating).
+fn until_empty(what: &str, timeout: Duration, script: &str) {
+    eventually(what, timeout, || {
+        let printed = try_sh(script)?;
+        if printed.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(printed)
+        }
+    });
 }
 
 /// A query's single value through `psql`, at the URL the README derives from the Secret.
@@ -129,6 +141,12 @@ impl Session {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         remove_everything();
+        // Pods of namespaces other tests are still deleting would be scheduled too.
+        until_empty(
+            "no namespace is being deleted",
+            Duration::from_secs(180),
+            r#"kubectl get namespaces -o jsonpath='{.items[?(@.status.phase=="Terminating")].metadata.name}'"#,
+        );
         sh(&format!(
             "kubectl uncordon {}",
             testenv_var("FINTECH_TEST_NODE")
@@ -317,7 +335,7 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
         || {
             let phase = try_sh("kubectl -n fintech get fp payments -o jsonpath='{.status.phase}'")?;
             let workers = try_sh(
-                "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments -o name",
+                "kubectl -n fintech get pods -l 'app.kubernetes.io/instance=payments,app.kubernetes.io/component in (producer,streamer,loader)' -o name",
             )?;
             if phase.trim() == "Suspended" && workers.trim().is_empty() {
                 Ok(())
@@ -333,19 +351,10 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
 
     // Step 9: the pipeline's children go with it; the release and the CRD go too.
     sh("kubectl -n fintech delete fp payments");
-    eventually(
+    until_empty(
         "the pipeline's children are gone",
         Duration::from_secs(120),
-        || {
-            let left = try_sh(
-                "kubectl -n fintech get deployments,cronjobs,services,configmaps,pods -l app.kubernetes.io/instance=payments -o name",
-            )?;
-            if left.trim().is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        },
+        "kubectl -n fintech get deployments,cronjobs,services,configmaps,pods -l app.kubernetes.io/instance=payments -o name",
     );
     sh("helm uninstall fintech-operator --namespace fintech --wait");
     sh("kubectl delete crd fintechpipelines.fintech.io");
@@ -446,16 +455,11 @@ fn a_streamer_pod_killed_mid_batch_leaves_every_event_in_silver_exactly_once() {
     sh(
         r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"producer":{"enabled":false}}}'"#,
     );
-    eventually("the producer is gone", Duration::from_secs(120), || {
-        let left = try_sh(
-            "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=producer -o name",
-        )?;
-        if left.trim().is_empty() {
-            Ok(())
-        } else {
-            Err(left)
-        }
-    });
+    until_empty(
+        "the producer is gone",
+        Duration::from_secs(120),
+        "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=producer -o name",
+    );
     let ends = end_offsets();
     let produced: i64 = ends.iter().map(|(_, end)| end).sum();
     eventually(

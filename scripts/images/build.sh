@@ -96,7 +96,8 @@ docker_build() {
   shift 3
   logfile="$LOGS/$(printf '%s' "$tag" | tr -c 'A-Za-z0-9.-' '_').log"
   # The engine's containers have no network of their own: RUN steps borrow the host's.
-  if ! docker build --network host -f "$dockerfile" -t "$tag" "$@" "$context" >"$logfile" 2>&1; then
+  # --force-rm: a failed step leaves no stopped container behind.
+  if ! docker build --network host --force-rm -f "$dockerfile" -t "$tag" "$@" "$context" >"$logfile" 2>&1; then
     tail -n 40 "$logfile" >&2
     die "building $tag failed; the whole log is $logfile"
   fi

@@ -68,11 +68,20 @@ stop_node_network() {
 
 # A Docker engine of the environment's own, for building images: its layers are cached in
 # $CACHE/docker, and it leaves the host's firewall and bridges alone (builds use the host's
-# network).
+# network). FINTECH_TESTENV_DOCKER_HOST names an engine to use instead; it must allow
+# `docker build --network host`.
 start_docker() {
   local dir="$DATA/docker"
   mkdir -p "$dir"
+  if [[ -n ${FINTECH_TESTENV_DOCKER_HOST:-} ]]; then
+    DOCKER_HOST=$FINTECH_TESTENV_DOCKER_HOST
+    export DOCKER_HOST
+    echo "$DOCKER_HOST" >"$dir/docker-host"
+    wait_for "the Docker engine at $DOCKER_HOST" docker version
+    return
+  fi
   DOCKER_HOST="unix://$dir/docker.sock"
+  echo "$DOCKER_HOST" >"$dir/docker-host"
   export DOCKER_HOST
   spawn dockerd dockerd --host "$DOCKER_HOST" --data-root "$CACHE/docker" --exec-root "$dir/exec" \
     --pidfile "$dir/dockerd.pid" --bridge none --iptables=false --ip6tables=false --ip-masq=false
@@ -106,7 +115,7 @@ oom_score = 0
     restrict_oom_score_adj = true
     # The kubelet's pods ask for no AppArmor profile; this makes containerd not look for one.
     disable_apparmor = true
-    # Pods' network namespaces under the state folder rather than /run/netns, so that `down`
+    # Pods' network namespaces under the state folder rather than /run/netns, so that down
     # finds and removes exactly this node's.
     netns_mounts_under_state_dir = true
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
