@@ -165,7 +165,7 @@ ensure_kubernetes() {
       grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" |
         awk -v v="$staging" '{ print "replace " $1 " => " $1 " " v }'
     } >"$dir/src/go.mod"
-    cat >"$dir/src/cmd/etcd/main.go" <<'EOF2'
+    cat >"$dir/src/cmd/etcd/main.go" <<'EOF'
 // Command etcd is etcd's server, built at the version Kubernetes requires.
 package main
 
@@ -176,7 +176,7 @@ import (
 )
 
 func main() { etcdmain.Main(os.Args) }
-EOF2
+EOF
     {
       echo '//go:build tools'
       echo
@@ -193,7 +193,7 @@ EOF2
       cd "$dir/src"
       go mod tidy
       # The version a release build stamps in, so that the API server, the node and kubectl
-      # report v1.36.3 (and Helm's kubeVersion checks work) instead of a development v0.0.0.
+      # report v1.36.3 instead of a development v0.0.0.
       local minor=${KUBERNETES_VERSION#v1.}
       minor=${minor%%.*}
       local version_package=k8s.io/component-base/version
@@ -537,7 +537,7 @@ cmd_images() {
   [[ -f $PIDS_FILE ]] || die "no environment is up; run scripts/testenv.sh up"
   DATA=$(cat "$STATE/data-dir")
   DOCKER_HOST=$(cat "$DATA/docker/docker-host")
-  CONTAINERD_SOCKET="$DATA/node/containerd/containerd.sock"
+  CONTAINERD_SOCKET=$(containerd_socket "$DATA")
   export DOCKER_HOST
   ensure_minio
   load_images

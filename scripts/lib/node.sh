@@ -73,19 +73,14 @@ stop_node_network() {
 start_docker() {
   local dir="$DATA/docker"
   mkdir -p "$dir"
-  if [[ -n ${FINTECH_TESTENV_DOCKER_HOST:-} ]]; then
-    DOCKER_HOST=$FINTECH_TESTENV_DOCKER_HOST
-    export DOCKER_HOST
-    echo "$DOCKER_HOST" >"$dir/docker-host"
-    wait_for "the Docker engine at $DOCKER_HOST" docker version
-    return
-  fi
-  DOCKER_HOST="unix://$dir/docker.sock"
+  export DOCKER_HOST=${FINTECH_TESTENV_DOCKER_HOST:-unix://$dir/docker.sock}
+  # For `scripts/testenv.sh images`, which runs in another shell.
   echo "$DOCKER_HOST" >"$dir/docker-host"
-  export DOCKER_HOST
-  spawn dockerd dockerd --host "$DOCKER_HOST" --data-root "$CACHE/docker" --exec-root "$dir/exec" \
-    --pidfile "$dir/dockerd.pid" --bridge none --iptables=false --ip6tables=false --ip-masq=false
-  wait_for "dockerd" docker version
+  if [[ -z ${FINTECH_TESTENV_DOCKER_HOST:-} ]]; then
+    spawn dockerd dockerd --host "$DOCKER_HOST" --data-root "$CACHE/docker" --exec-root "$dir/exec" \
+      --pidfile "$dir/dockerd.pid" --bridge none --iptables=false --ip6tables=false --ip-masq=false
+  fi
+  wait_for "the Docker engine at $DOCKER_HOST" docker version
 }
 
 write_containerd_config() {
@@ -98,10 +93,10 @@ state = "$dir/state"
 oom_score = 0
 
 [grpc]
-  address = "$dir/containerd.sock"
+  address = "$CONTAINERD_SOCKET"
 
 [ttrpc]
-  address = "$dir/containerd.sock.ttrpc"
+  address = "$CONTAINERD_SOCKET.ttrpc"
 
 [plugins]
   [plugins.'io.containerd.cri.v1.images']
@@ -158,15 +153,20 @@ write_cni_config() {
 EOF
 }
 
+# The socket of the node's containerd in the data folder $1; its other files are beside it.
+containerd_socket() {
+  echo "$1/node/containerd/containerd.sock"
+}
+
 start_containerd() {
-  local dir="$DATA/node/containerd"
+  CONTAINERD_SOCKET=$(containerd_socket "$DATA")
+  local dir=${CONTAINERD_SOCKET%/*}
   mkdir -p "$dir"
   write_containerd_config "$dir"
   write_cni_config "$dir/cni"
   # containerd starts the shim it finds first on PATH; Debian's containerd package may have put
   # an older one on it.
   spawn containerd env PATH="$CONTAINERD_BIN:$PATH" "$CONTAINERD_BIN/containerd" --config "$dir/config.toml"
-  CONTAINERD_SOCKET="$dir/containerd.sock"
   wait_for "containerd" "$CONTAINERD_BIN/ctr" --address "$CONTAINERD_SOCKET" version
 }
 
@@ -394,11 +394,11 @@ start_node() {
 
 # Kills every container of the node's pods; the kubelet is stopped first, so none restarts.
 stop_node_containers() {
-  local socket="$1/node/containerd/containerd.sock" id
-  [[ -S $socket ]] || return 0
-  local ctr=("$CONTAINERD_BIN/ctr" --address "$socket" --namespace k8s.io)
-  for id in $("${ctr[@]}" tasks list -q 2>/dev/null); do
-    "${ctr[@]}" tasks kill --signal SIGKILL "$id" >/dev/null 2>&1 || true
+  local id
+  CONTAINERD_SOCKET=$(containerd_socket "$1")
+  [[ -S $CONTAINERD_SOCKET ]] || return 0
+  for id in $(ctr_k8s tasks list -q 2>/dev/null); do
+    ctr_k8s tasks kill --signal SIGKILL "$id" >/dev/null 2>&1 || true
   done
 }
 
@@ -408,7 +408,7 @@ stop_node_containers() {
 # cannot reach into a mounted folder, and the next `up` starts clean.
 stop_node_leftovers() {
   local data=$1 mount
-  pkill -KILL -f "containerd-shim-runc-v2 .*-address $data/node/containerd/containerd.sock" 2>/dev/null || true
+  pkill -KILL -f "containerd-shim-runc-v2 .*-address $(containerd_socket "$data")" 2>/dev/null || true
   while read -r mount; do
     umount -l "$mount" 2>/dev/null || true
   done < <(findmnt -rn -o TARGET | grep -F "$data/" | sort -r)
