@@ -359,29 +359,41 @@ fn manifest_names(manifest: &str, section: &str) -> Vec<String> {
 }
 
 #[test]
-fn both_images_share_one_cached_layer_of_compiled_dependencies() {
-    // A layer is reused when its parent and instruction are the same, so everything up to the
-    // dependency build must be the same, instruction for instruction.
-    let up_to_the_dependency_build = |dockerfile: &str| -> Vec<(String, String)> {
-        let instructions: Vec<(String, String)> = stages(&read(dockerfile))
+fn both_images_share_every_build_stage_so_the_workspace_compiles_once() {
+    // A layer is reused when its parent and instruction are the same, so every stage before
+    // the runtime stage must be the same, instruction for instruction.
+    let build_stages = |dockerfile: &str| -> Vec<(String, String)> {
+        let mut stages = stages(&read(dockerfile));
+        stages.pop();
+        stages
             .into_iter()
             .flatten()
             .map(|i| (i.keyword, i.arguments))
-            .collect();
-        let cook = instructions
-            .iter()
-            .position(|(keyword, arguments)| {
-                keyword == "RUN" && arguments.starts_with("cargo chef cook")
-            })
-            .unwrap_or_else(|| panic!("{dockerfile}: no `RUN cargo chef cook`"));
-        assert!(
-            !instructions[cook].1.contains("--package"),
-            "{dockerfile}: the dependency build must cover the whole workspace"
-        );
-        instructions[..=cook].to_vec()
+            .collect()
     };
-    let [operator, workers] = IMAGES.map(|image| up_to_the_dependency_build(image.dockerfile));
+    let [operator, workers] = IMAGES.map(|image| build_stages(image.dockerfile));
     assert_eq!(operator, workers);
+    let runs = |prefix: &str| {
+        operator
+            .iter()
+            .filter(|(keyword, arguments)| keyword == "RUN" && arguments.starts_with(prefix))
+            .map(|(_, arguments)| arguments.clone())
+            .collect::<Vec<_>>()
+    };
+    // The dependency layer and the build must cover the same packages (the whole workspace),
+    // or cargo recompiles dependencies whose features differ.
+    for command in [runs("cargo chef cook"), runs("cargo build")] {
+        assert_eq!(
+            command.len(),
+            1,
+            "one dependency build and one build: {command:?}"
+        );
+        assert!(
+            !command[0].contains("--package"),
+            "{}: must build the whole workspace",
+            command[0]
+        );
+    }
 }
 
 #[test]
@@ -395,13 +407,19 @@ fn each_image_builds_its_crates_binary_and_runs_it_as_the_non_root_user_of_the_p
         let package = &manifest_names(&manifest, "[package]")[0];
         let bins = manifest_names(&manifest, "[[bin]]");
         let bin = &bins[0];
-        assert!(
-            dockerfile.contains(&format!("--package {package} --bin {bin}")),
-            "{} must build --package {package} --bin {bin}",
-            image.dockerfile
-        );
         let stages = stages(&dockerfile);
         let runtime = stages.last().unwrap();
+        let build = stages
+            .iter()
+            .flatten()
+            .find(|i| i.keyword == "RUN" && i.arguments.starts_with("cargo build"))
+            .unwrap_or_else(|| panic!("{}: no `RUN cargo build`", image.dockerfile));
+        let built = format!("target/release/{bin}");
+        assert!(
+            build.arguments.split_whitespace().any(|word| word == built),
+            "{}: the build must install {package}'s binary {bin}",
+            image.dockerfile
+        );
         let find = |keyword: &str| {
             runtime
                 .iter()
@@ -420,6 +438,12 @@ fn each_image_builds_its_crates_binary_and_runs_it_as_the_non_root_user_of_the_p
             find("USER"),
             format!("{pod_user}:{pod_user}"),
             "{}: the image's user must be the pods' runAsUser",
+            image.dockerfile
+        );
+        assert_eq!(
+            find("COPY"),
+            format!("--from=builder /out/{bin} /usr/local/bin/{bin}"),
+            "{}: the runtime must hold the crate's own binary",
             image.dockerfile
         );
         assert_eq!(
