@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 
+use fintech_workers::bronze::Lake;
 use fintech_workers::faults::FaultRates;
 use fintech_workers::kafka::KafkaSource;
 use fintech_workers::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
@@ -414,7 +415,7 @@ async fn start_status_server(
 
 async fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let cancel = shutdown::on_signal().context("installing signal handlers")?;
-    let (store, root) = args.storage.open()?;
+    let lake = Lake::open(&args.storage)?;
     let metrics = StreamerMetrics::default();
     let readiness = Readiness::default();
     let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
@@ -436,7 +437,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
     };
     tracing::info!(topic = %args.kafka.topic, group = %args.group_id, lake = %args.storage.lake_url, "streaming");
     readiness.set(true);
-    let summary = Streamer::new(source, store, root, policy, metrics)
+    let summary = Streamer::new(source, lake, policy, metrics)
         .run(cancel.clone())
         .await?;
     tracing::info!(
@@ -458,7 +459,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         anyhow::ensure!(from <= to, "--replay-from {from} is after --replay-to {to}");
     }
     let cancel = shutdown::on_signal().context("installing signal handlers")?;
-    let (store, root) = args.storage.open()?;
+    let lake = Lake::open(&args.storage)?;
     let metrics = LoaderMetrics::default();
     let readiness = Readiness::default();
     // A replay is a one-off command, often run beside the loader (`kubectl exec` into its
@@ -496,7 +497,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         topic: args.topic.clone(),
         max_files_per_run: usize::try_from(args.max_files_per_run)?,
     };
-    let loader = Loader::new(pool, store, root, config, metrics);
+    let loader = Loader::new(pool, lake, config, metrics);
     if let (Some(from), Some(to)) = (args.replay_from, args.replay_to) {
         let outcome = replay(&loader, from, to).await;
         cancel.cancel();
@@ -514,7 +515,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             Ok(report) => {
                 tracing::info!(
                     run_id = %report.run_id,
-                    status = report.status,
+                    status = %report.status,
                     files_pending = report.files_pending,
                     files_loaded = report.files_loaded,
                     rows_read = report.stats.read,
@@ -568,7 +569,7 @@ async fn replay(
     })?;
     let (mut files, mut read, mut loaded, mut rejected, mut duplicate) = (0, 0, 0, 0, 0);
     for report in &reports {
-        tracing::info!(run_id = %report.run_id, status = report.status, files = report.files_loaded, rows_loaded = report.rows_loaded, "replay run finished");
+        tracing::info!(run_id = %report.run_id, status = %report.status, files = report.files_loaded, rows_loaded = report.rows_loaded, "replay run finished");
         if let Some(error) = &report.error {
             anyhow::bail!("replay run {} failed: {error}", report.run_id);
         }
@@ -593,7 +594,7 @@ async fn redrive_command(args: RedriveArgs) -> anyhow::Result<()> {
         args.from,
         args.to
     );
-    let (store, root) = args.storage.open()?;
+    let lake = Lake::open(&args.storage)?;
     let options = RedriveOptions {
         from: args.from,
         to: args.to,
@@ -601,7 +602,7 @@ async fn redrive_command(args: RedriveArgs) -> anyhow::Result<()> {
         max_message_bytes: usize::try_from(args.max_message_bytes)?,
         dry_run: args.dry_run,
     };
-    let report = redrive::redrive(store, &root, &options).await?;
+    let report = redrive::redrive(&lake, &options).await?;
     let failing: Vec<String> = report
         .still_failing
         .iter()

@@ -9,36 +9,28 @@
 //! `event_id`. Records that still fail stay where they are and are counted by kind.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use chrono::{NaiveDate, Utc};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
+use chrono::{NaiveDate, Utc};
+use object_store::path::Path;
 
-use crate::bronze::decode::{self, TransactionColumns};
+use crate::bronze::lake::{Lake, LakeError, Publication};
 use crate::bronze::layout::{self, BatchRange};
-use crate::bronze::{self as bronze_files};
+use crate::bronze::writer::{DaySplit, EncodeError, FileKind};
 use crate::source::SourceMessage;
-use crate::storage;
-use crate::streamer::BatchRecord;
 
 /// Errors that stop a redrive.
 #[derive(Debug, thiserror::Error)]
 pub enum RedriveError {
-    /// Listing, reading or writing an object failed.
-    #[error("object store operation on {path} failed: {source}")]
-    Store {
-        /// The object or prefix.
-        path: String,
-        /// Why.
-        source: object_store::Error,
-    },
-    /// A dead-letter file is not the Parquet the streamer writes.
+    /// Listing, reading or writing the lake failed.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    /// Encoding a redriven file failed.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// A dead-letter file is not what the streamer writes.
     #[error("dead-letter file {path} is not readable: {reason}")]
     Unreadable {
         /// The object.
@@ -78,39 +70,25 @@ pub struct RedriveOptions {
     pub dry_run: bool,
 }
 
-/// Redrives the dead letters of `options.from..=options.to` in the lake at `root`.
-pub async fn redrive(
-    store: Arc<dyn ObjectStore>,
-    root: &Path,
-    options: &RedriveOptions,
-) -> Result<RedriveReport, RedriveError> {
+/// Redrives the dead letters of `options.from..=options.to` in `lake`.
+pub async fn redrive(lake: &Lake, options: &RedriveOptions) -> Result<RedriveReport, RedriveError> {
     let mut report = RedriveReport::default();
-    let files = storage::list_days(
-        store.as_ref(),
-        root,
-        layout::DEAD_LETTER_PREFIX,
-        options.from,
-        options.to,
-    )
-    .await
-    .map_err(|e| RedriveError::Store {
-        path: e.folder.to_string(),
-        source: e.source,
-    })?;
+    let files = lake
+        .list_days(layout::DEAD_LETTER_PREFIX, options.from, options.to)
+        .await?;
     for file in files {
         // The day folder, which a batch across midnight needs to tell same-named files apart.
         let dead_on = layout::date_of_key(&file).ok_or_else(|| RedriveError::Unreadable {
             path: file.to_string(),
             reason: "it is not in a day folder".to_owned(),
         })?;
-        redrive_file(&store, root, &file, dead_on, options, &mut report).await?;
+        redrive_file(lake, &file, dead_on, options, &mut report).await?;
     }
     Ok(report)
 }
 
 async fn redrive_file(
-    store: &Arc<dyn ObjectStore>,
-    root: &Path,
+    lake: &Lake,
     file: &Path,
     dead_on: NaiveDate,
     options: &RedriveOptions,
@@ -124,63 +102,46 @@ async fn redrive_file(
         .filename()
         .and_then(BatchRange::parse_file_name)
         .ok_or_else(|| unreadable("its name is not a batch range".to_owned()))?;
-    let bytes = store
-        .get(file)
-        .await
-        .map_err(|source| store_error(file, source))?
-        .bytes()
-        .await
-        .map_err(|source| store_error(file, source))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|builder| builder.build())
-        .map_err(|e| unreadable(e.to_string()))?;
+    let parquet = lake.read_parquet(file).await?;
     report.files_read += 1;
 
-    let mut decoded: BTreeMap<NaiveDate, TransactionColumns> = BTreeMap::new();
-    let mut count = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| unreadable(e.to_string()))?;
-        for message in messages(&batch).map_err(unreadable)? {
+    let mut split = DaySplit::new(&options.topic, options.max_message_bytes);
+    for batch in parquet.batches() {
+        for message in messages(&batch?).map_err(unreadable)? {
             report.dead_letters += 1;
-            match decode::decode(message.payload.as_deref(), options.max_message_bytes) {
-                Ok(event) => {
-                    decoded
-                        .entry(layout::utc_date(event.event_time))
-                        .or_default()
-                        .append(&event, &message);
-                    count += 1;
-                }
-                Err(error) => *report.still_failing.entry(error.kind.as_str()).or_default() += 1,
+            if let Err(error) = split.add_row(&message) {
+                *report.still_failing.entry(error.kind.as_str()).or_default() += 1;
             }
         }
     }
+    let count = split.rows() as usize;
     report.redriven += count as u64;
     if count == 0 || options.dry_run {
         return Ok(());
     }
 
-    let ingested_at = Utc::now().timestamp_micros();
-    let mut keys = Vec::new();
-    for (date, columns) in decoded {
-        let path = layout::redriven_file(root, date, &range, dead_on, count);
-        let body = bronze_files::encode_parquet(&columns.finish(ingested_at))
-            .map_err(|e| unreadable(format!("encoding {path} failed: {e}")))?;
-        if put_new(store, &path, body).await? {
-            report.files_written += 1;
-        }
-        keys.push(path.to_string());
-    }
+    let root = lake.root();
+    let files = split.encode(Utc::now().timestamp_micros(), |kind, date| {
+        debug_assert_eq!(
+            kind,
+            FileKind::Transactions,
+            "add_row keeps no dead letters"
+        );
+        layout::redriven_file(root, date, &range, dead_on, count)
+    })?;
     let range = BatchRange {
         topic: options.topic.clone(),
         ..range
     };
-    let manifest = layout::redriven_manifest(root, Utc::now().date_naive(), &range, dead_on, count);
-    let record = BatchRecord { range, files: keys };
-    let body = serde_json::to_vec_pretty(&record)
-        .unwrap_or_else(|e| unreachable!("a batch record serialises: {e}"));
     // A manifest of an earlier redrive on another day may announce the same files; the
     // loader skips files it has loaded, so announcing them twice loads nothing twice.
-    put_new(store, &manifest, body).await?;
+    let publication = Publication {
+        manifest: layout::redriven_manifest(root, Utc::now().date_naive(), &range, dead_on, count),
+        range,
+        files,
+    };
+    let published = lake.publish(vec![publication]).await?;
+    report.files_written += published.written.len() as u64;
     Ok(())
 }
 
@@ -215,22 +176,4 @@ fn messages(batch: &RecordBatch) -> Result<Vec<SourceMessage>, String> {
             payload: payloads.is_valid(i).then(|| payloads.value(i).to_vec()),
         })
         .collect())
-}
-
-/// Stores a new object; returns false when an earlier redrive stored it already.
-async fn put_new(
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    body: Vec<u8>,
-) -> Result<bool, RedriveError> {
-    storage::put_if_absent(store.as_ref(), path, body)
-        .await
-        .map_err(|source| store_error(path, source))
-}
-
-fn store_error(path: &Path, source: object_store::Error) -> RedriveError {
-    RedriveError::Store {
-        path: path.to_string(),
-        source,
-    }
 }

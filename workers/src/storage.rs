@@ -7,15 +7,11 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
-use futures::TryStreamExt;
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use url::Url;
-
-use crate::bronze::layout;
 
 /// Where bronze lives.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -125,59 +121,6 @@ impl StorageOptions {
             other => Err(url_error(format!("unsupported scheme {other:?}"))),
         }
     }
-}
-
-/// Stores `body` at `path` unless an object is there already, which is kept as it is (the
-/// lake's objects are immutable). Returns whether this call wrote it.
-pub async fn put_if_absent(
-    store: &dyn ObjectStore,
-    path: &Path,
-    body: Vec<u8>,
-) -> Result<bool, object_store::Error> {
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store.put_opts(path, PutPayload::from(body), options).await {
-        Ok(_) => Ok(true),
-        Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Listing the objects of day folders failed.
-#[derive(Debug)]
-pub struct ListError {
-    /// The folder being listed.
-    pub folder: Path,
-    /// Why.
-    pub source: object_store::Error,
-}
-
-/// Every object in the day folders of `prefix` (see [`layout::date_folder`]) from `from` to
-/// `to`, both included, sorted by key.
-pub async fn list_days(
-    store: &dyn ObjectStore,
-    root: &Path,
-    prefix: &str,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> Result<Vec<Path>, ListError> {
-    let mut objects = Vec::new();
-    for date in from.iter_days().take_while(|date| *date <= to) {
-        let folder = layout::date_folder(root, prefix, date);
-        let listed: Result<Vec<Path>, _> = store
-            .list(Some(&folder))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await;
-        match listed {
-            Ok(listed) => objects.extend(listed),
-            Err(source) => return Err(ListError { folder, source }),
-        }
-    }
-    objects.sort();
-    Ok(objects)
 }
 
 #[cfg(test)]

@@ -6,13 +6,9 @@
 //! once; read its comment before changing anything here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use chrono::Utc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,15 +18,12 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bronze::decode::{self, DeadLetterColumns, TransactionColumns};
+use crate::bronze::lake::{Lake, LakeError, Publication};
 use crate::bronze::layout::{self, BatchRange};
-use crate::bronze::{self};
+use crate::bronze::writer::{self, DaySplit, EncodeError};
 use crate::kafka::LagGauge;
 use crate::source::{MessageSource, SourceError, SourceEvent, SourceMessage};
-use crate::storage;
 
-/// Concurrent object writes per batch.
-const WRITE_CONCURRENCY: usize = 8;
 /// Attempts at committing offsets before the streamer gives up and exits.
 const COMMIT_ATTEMPTS: u32 = 5;
 
@@ -64,41 +57,12 @@ pub enum StreamError {
     /// The source failed.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// Writing or reading an object failed.
-    #[error("object store operation on {path} failed: {source}")]
-    Store {
-        /// The object.
-        path: String,
-        /// Why.
-        source: object_store::Error,
-    },
+    /// Reading or writing the lake failed.
+    #[error(transparent)]
+    Lake(#[from] LakeError),
     /// Encoding a Parquet file failed.
-    #[error("encoding {path} failed: {source}")]
-    Encode {
-        /// The object.
-        path: String,
-        /// Why.
-        source: parquet::errors::ParquetError,
-    },
-    /// The record of a partition's last batch is unreadable.
-    #[error(
-        "the batch record {path} is corrupt: {source}; delete it only after checking bronze for files of that range"
-    )]
-    CorruptBatchRecord {
-        /// The object.
-        path: String,
-        /// Why.
-        source: serde_json::Error,
-    },
-}
-
-/// The record of the last batch written for one partition, stored before the batch's files.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BatchRecord {
-    /// The batch's Kafka range.
-    pub range: BatchRange,
-    /// Every object the batch writes.
-    pub files: Vec<String>,
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 /// Metrics of the streamer, under `fintech_streamer_*`.
@@ -146,6 +110,11 @@ impl StreamerMetrics {
     /// Messages read so far.
     pub fn messages_read(&self) -> u64 {
         self.messages.get()
+    }
+
+    /// Objects found already stored when a batch was replayed.
+    pub fn files_kept(&self) -> u64 {
+        self.files_kept.get()
     }
 
     /// Registers the metrics under `fintech_streamer_*`.
@@ -208,17 +177,13 @@ pub struct StreamSummary {
 struct PartitionPart {
     first_offset: i64,
     last_offset: i64,
-    transactions: BTreeMap<NaiveDate, TransactionColumns>,
-    dead_letters: BTreeMap<NaiveDate, DeadLetterColumns>,
-    rows: u64,
-    dead: u64,
+    split: DaySplit,
 }
 
 /// The streamer: one source, one object store, one open batch.
 pub struct Streamer<S: MessageSource> {
     source: S,
-    store: Arc<dyn ObjectStore>,
-    root: Path,
+    lake: Lake,
     policy: BatchPolicy,
     metrics: StreamerMetrics,
     parts: BTreeMap<i32, PartitionPart>,
@@ -230,27 +195,14 @@ pub struct Streamer<S: MessageSource> {
     /// Partitions replaying an uncommitted batch, with the offset that batch must end at.
     replay_ends: HashMap<i32, i64>,
     summary: StreamSummary,
-    /// Test hook: stop after writing this many batches, before committing the last one.
-    crash_after_writes: Option<u64>,
-    /// Set when the test hook stopped the streamer.
-    crashed: bool,
-    /// Batches whose files were written.
-    batches_written: u64,
 }
 
 impl<S: MessageSource> Streamer<S> {
-    /// A streamer writing under `root` of `store`.
-    pub fn new(
-        source: S,
-        store: Arc<dyn ObjectStore>,
-        root: Path,
-        policy: BatchPolicy,
-        metrics: StreamerMetrics,
-    ) -> Self {
+    /// A streamer writing into `lake`.
+    pub fn new(source: S, lake: Lake, policy: BatchPolicy, metrics: StreamerMetrics) -> Self {
         Self {
             source,
-            store,
-            root,
+            lake,
             policy,
             metrics,
             parts: BTreeMap::new(),
@@ -260,17 +212,7 @@ impl<S: MessageSource> Streamer<S> {
             unchecked: HashSet::new(),
             replay_ends: HashMap::new(),
             summary: StreamSummary::default(),
-            crash_after_writes: None,
-            crashed: false,
-            batches_written: 0,
         }
-    }
-
-    /// Makes the streamer stop (as if killed) after writing the files of its `n`th batch and
-    /// before committing it, for tests of crash recovery.
-    pub fn crash_after_writing(mut self, n: u64) -> Self {
-        self.crash_after_writes = Some(n);
-        self
     }
 
     /// Runs until `cancel` fires or the source ends, then writes and commits the open batch.
@@ -297,9 +239,6 @@ impl<S: MessageSource> Streamer<S> {
                     }
                 },
             }
-            if self.crashed {
-                return Ok(self.summary);
-            }
         }
         // Shutdown: a replayed batch that has not reached its recorded end cannot be written
         // under another range, so it is left for the next run to replay.
@@ -311,50 +250,28 @@ impl<S: MessageSource> Streamer<S> {
 
     /// Adds one message to the open batch: a row, or a dead letter.
     fn add(&mut self, message: SourceMessage) {
-        let topic = self.source.topic().to_owned();
         self.metrics.messages.inc();
         self.metrics.bytes.inc_by(message.size() as u64);
         self.batch_started.get_or_insert_with(Instant::now);
         self.batch_messages += 1;
         self.batch_bytes += message.size();
+        let (topic, max_message_bytes) = (self.source.topic(), self.policy.max_message_bytes);
         let part = self
             .parts
             .entry(message.partition)
             .or_insert_with(|| PartitionPart {
                 first_offset: message.offset,
                 last_offset: message.offset,
-                transactions: BTreeMap::new(),
-                dead_letters: BTreeMap::new(),
-                rows: 0,
-                dead: 0,
+                split: DaySplit::new(topic, max_message_bytes),
             });
         part.last_offset = message.offset;
-        match decode::decode(message.payload.as_deref(), self.policy.max_message_bytes) {
-            Ok(event) => {
-                let date = layout::utc_date(event.event_time);
-                part.transactions
-                    .entry(date)
-                    .or_default()
-                    .append(&event, &message);
-                part.rows += 1;
-            }
-            Err(error) => {
-                let time = message
-                    .timestamp_ms
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .unwrap_or_else(Utc::now);
-                part.dead_letters
-                    .entry(layout::utc_date(time))
-                    .or_insert_with(|| DeadLetterColumns::new(&topic))
-                    .append(&message, &error);
-                part.dead += 1;
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabels {
-                        kind: error.kind.as_str(),
-                    })
-                    .inc();
-            }
+        if let Some(kind) = part.split.add(&message) {
+            self.metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabels {
+                    kind: kind.as_str(),
+                })
+                .inc();
         }
     }
 
@@ -403,9 +320,7 @@ impl<S: MessageSource> Streamer<S> {
         offset: i64,
     ) -> Result<(), StreamError> {
         let topic = self.source.topic().to_owned();
-        let Some(record) =
-            read_batch_record(self.store.as_ref(), &self.root, &topic, partition).await?
-        else {
+        let Some(record) = self.lake.read_batch_record(&topic, partition).await? else {
             return Ok(());
         };
         if offset > record.range.last_offset {
@@ -475,11 +390,11 @@ impl<S: MessageSource> Streamer<S> {
     /// durably stored, and a message is stored under one key only.** In order:
     ///
     /// 1. For each partition, the batch record (range and object keys) is stored first.
-    /// 2. Every object is stored with create-only semantics; an object that exists already
-    ///    was stored by an earlier attempt at this same range and is kept, never changed.
-    /// 3. The batch's manifest, which tells the loader the objects exist, is stored
-    ///    (create-only too).
-    /// 4. Only then are the offsets committed (`last_offset + 1` per partition).
+    /// 2. The batch is published ([`Lake::publish`]): every object with create-only
+    ///    semantics (an object that exists already was stored by an earlier attempt at this
+    ///    same range and is kept, never changed), then the manifests that tell the loader the
+    ///    objects exist.
+    /// 3. Only then are the offsets committed (`last_offset + 1` per partition).
     ///
     /// Keys are a function of the range alone, and a restarted streamer that finds an
     /// uncommitted record closes its first batch at the recorded end, so a crash at any
@@ -490,10 +405,10 @@ impl<S: MessageSource> Streamer<S> {
     ) -> Result<(), StreamError> {
         let topic = self.source.topic().to_owned();
         let ingested_at = Utc::now().timestamp_micros();
-        let mut records = Vec::new();
         let written_on = Utc::now().date_naive();
-        let mut files: Vec<(Path, &'static str, Vec<u8>)> = Vec::new();
-        let mut positions = Vec::new();
+        let root = self.lake.root().clone();
+        let mut publications = Vec::with_capacity(parts.len());
+        let mut positions = Vec::with_capacity(parts.len());
         let (mut rows, mut dead, mut messages) = (0, 0, 0);
         for (partition, part) in parts {
             let range = BatchRange {
@@ -502,87 +417,43 @@ impl<S: MessageSource> Streamer<S> {
                 first_offset: part.first_offset,
                 last_offset: part.last_offset,
             };
-            let mut keys = Vec::new();
-            for (date, columns) in part.transactions {
-                let path = layout::transactions_file(&self.root, date, &range);
-                files.push((
-                    path.clone(),
-                    "transactions",
-                    encode(&path, &columns.finish(ingested_at))?,
-                ));
-                keys.push(path.to_string());
-            }
-            for (date, columns) in part.dead_letters {
-                let path = layout::dead_letter_file(&self.root, date, &range);
-                files.push((
-                    path.clone(),
-                    "dead_letter",
-                    encode(&path, &columns.finish(ingested_at))?,
-                ));
-                keys.push(path.to_string());
-            }
-            rows += part.rows;
-            dead += part.dead;
+            rows += part.split.rows();
+            dead += part.split.dead_letters();
             messages += (part.last_offset - part.first_offset + 1) as u64;
             positions.push((partition, part.last_offset + 1));
-            records.push((
-                layout::batch_record(&self.root, &topic, partition),
-                BatchRecord { range, files: keys },
-            ));
+            let files = part
+                .split
+                .encode(ingested_at, writer::batch_file_key(&root, &range))?;
+            publications.push(Publication {
+                manifest: layout::manifest(&root, written_on, &range),
+                range,
+                files,
+            });
         }
 
         // 1. The batch records.
-        let store = &self.store;
-        let puts: Vec<_> = records
+        let records: Vec<_> = publications
             .iter()
-            .map(|(path, record)| put_record(store.clone(), path.clone(), record.clone()))
-            .collect();
-        futures::stream::iter(puts)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-
-        // 2. The objects, create-only.
-        let puts: Vec<_> = files
-            .into_iter()
-            .map(|(path, kind, body)| put_new(store.clone(), path, kind, body))
-            .collect();
-        let outcomes: Vec<(&'static str, bool)> = futures::stream::iter(puts)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (kind, written) in outcomes {
-            if written {
-                self.metrics
-                    .files_written
-                    .get_or_create(&FileLabels { kind })
-                    .inc();
-            } else {
-                self.metrics.files_kept.inc();
-            }
-        }
-        self.batches_written += 1;
-        if self.crash_after_writes == Some(self.batches_written) {
-            self.crashed = true;
-            return Ok(());
-        }
-
-        // 3. The manifests.
-        let puts: Vec<_> = records
-            .into_iter()
-            .map(|(_, record)| {
-                let path = layout::manifest(&self.root, written_on, &record.range);
-                let body = serde_json::to_vec_pretty(&record)
-                    .unwrap_or_else(|e| unreachable!("a batch record serialises: {e}"));
-                put_new(store.clone(), path, "manifest", body)
+            .map(|p| {
+                let (lake, record) = (self.lake.clone(), p.record());
+                async move { lake.write_batch_record(record).await }
             })
             .collect();
-        futures::stream::iter(puts)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?;
+        futures::future::try_join_all(records).await?;
 
-        // 4. The offsets.
+        // 2. The objects, then the manifests.
+        let published = self.lake.publish(publications).await?;
+        for kind in published.written {
+            self.metrics
+                .files_written
+                .get_or_create(&FileLabels {
+                    kind: kind.as_str(),
+                })
+                .inc();
+        }
+        self.metrics.files_kept.inc_by(published.kept);
+
+        // 3. The offsets.
         self.commit(&positions).await?;
         self.metrics.batches.inc();
         self.metrics.last_commit.set(Utc::now().timestamp());
@@ -622,61 +493,6 @@ impl<S: MessageSource> Streamer<S> {
     }
 }
 
-/// The record of the last batch written for `partition` of `topic`, if any.
-pub async fn read_batch_record(
-    store: &dyn ObjectStore,
-    root: &Path,
-    topic: &str,
-    partition: i32,
-) -> Result<Option<BatchRecord>, StreamError> {
-    let path = layout::batch_record(root, topic, partition);
-    let bytes = match store.get(&path).await {
-        Ok(result) => result
-            .bytes()
-            .await
-            .map_err(|source| store_error(&path, source))?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(source) => return Err(store_error(&path, source)),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| StreamError::CorruptBatchRecord {
-            path: path.to_string(),
-            source,
-        })
-}
-
-/// Stores (or replaces) the record of a partition's batch.
-async fn put_record(
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    record: BatchRecord,
-) -> Result<(), StreamError> {
-    let body = serde_json::to_vec_pretty(&record)
-        .unwrap_or_else(|e| unreachable!("a batch record serialises: {e}"));
-    store
-        .put(&path, PutPayload::from(body))
-        .await
-        .map_err(|source| store_error(&path, source))?;
-    Ok(())
-}
-
-/// Stores a new object; an object already at `path` is kept and reported as not written.
-async fn put_new(
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    kind: &'static str,
-    body: Vec<u8>,
-) -> Result<(&'static str, bool), StreamError> {
-    let written = storage::put_if_absent(store.as_ref(), &path, body)
-        .await
-        .map_err(|source| store_error(&path, source))?;
-    if !written {
-        tracing::info!(%path, "object already stored by an earlier attempt; keeping it");
-    }
-    Ok((kind, written))
-}
-
 fn is_rebalance(error: &SourceError) -> bool {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     matches!(
@@ -693,309 +509,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
-    }
-}
-
-fn encode(path: &Path, batch: &arrow_array::RecordBatch) -> Result<Vec<u8>, StreamError> {
-    bronze::encode_parquet(batch).map_err(|source| StreamError::Encode {
-        path: path.to_string(),
-        source,
-    })
-}
-
-fn store_error(path: &Path, source: object_store::Error) -> StreamError {
-    StreamError::Store {
-        path: path.to_string(),
-        source,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::faults::{FaultInjector, FaultRates};
-    use crate::source::InProcessSource;
-    use crate::synthetic::SyntheticGenerator;
-    use object_store::memory::InMemory;
-    use std::sync::Mutex;
-
-    const TOPIC: &str = "transactions";
-
-    /// A replayable partitioned log with committed positions: Kafka's contract, in memory.
-    struct LogSource {
-        log: BTreeMap<i32, Vec<SourceMessage>>,
-        committed: Arc<Mutex<HashMap<i32, i64>>>,
-        cursor: HashMap<i32, i64>,
-        events: std::collections::VecDeque<SourceEvent>,
-        /// Whether `next` ends (`None`) or waits forever once the log is read.
-        ends: bool,
-    }
-
-    impl LogSource {
-        fn new(
-            log: &BTreeMap<i32, Vec<SourceMessage>>,
-            committed: &Arc<Mutex<HashMap<i32, i64>>>,
-        ) -> Self {
-            let cursor = log
-                .keys()
-                .map(|p| (*p, committed.lock().unwrap().get(p).copied().unwrap_or(0)))
-                .collect();
-            Self {
-                log: log.clone(),
-                committed: committed.clone(),
-                cursor,
-                events: [SourceEvent::Assigned(log.keys().copied().collect())].into(),
-                ends: true,
-            }
-        }
-    }
-
-    impl MessageSource for LogSource {
-        fn topic(&self) -> &str {
-            TOPIC
-        }
-
-        async fn next(&mut self) -> Result<Option<SourceEvent>, SourceError> {
-            if let Some(event) = self.events.pop_front() {
-                return Ok(Some(event));
-            }
-            // Round robin over partitions, like a consumer fetching from several.
-            for (partition, messages) in &self.log {
-                let cursor = self.cursor.get_mut(partition).unwrap();
-                if let Some(message) = messages.get(*cursor as usize) {
-                    *cursor += 1;
-                    return Ok(Some(SourceEvent::Message(message.clone())));
-                }
-            }
-            if self.ends {
-                Ok(None)
-            } else {
-                std::future::pending().await
-            }
-        }
-
-        async fn commit(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
-            let mut committed = self.committed.lock().unwrap();
-            for (partition, offset) in positions {
-                committed.insert(*partition, *offset);
-            }
-            Ok(())
-        }
-    }
-
-    /// A log of `n` messages over 3 partitions, some of them undecodable.
-    fn log(n: usize, malformed: f64) -> BTreeMap<i32, Vec<SourceMessage>> {
-        let mut generator = SyntheticGenerator::new(3, 0.0);
-        let rates = FaultRates {
-            malformed_json: malformed,
-            ..FaultRates::default()
-        };
-        let mut injector = FaultInjector::new(rates, 3);
-        let mut log: BTreeMap<i32, Vec<SourceMessage>> = BTreeMap::new();
-        let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T20:00:00Z")
-            .unwrap()
-            .to_utc();
-        for i in 0..n {
-            // Events spread over two days, so batches split by date.
-            let time = start + chrono::Duration::minutes(i as i64);
-            let event = generator.next_payment(time);
-            let key = event.transaction_id.clone();
-            let payload = injector.encode(event).remove(0).payload;
-            let partition = InProcessSource::partition_of(key.as_bytes(), 3);
-            let messages = log.entry(partition).or_default();
-            messages.push(SourceMessage {
-                partition,
-                offset: messages.len() as i64,
-                timestamp_ms: Some(time.timestamp_millis()),
-                key: Some(key.into_bytes()),
-                payload: Some(payload),
-            });
-        }
-        log
-    }
-
-    fn policy(max_rows: usize) -> BatchPolicy {
-        BatchPolicy {
-            max_rows,
-            ..BatchPolicy::default()
-        }
-    }
-
-    /// Every (partition, offset) stored under `prefix`, with repeats.
-    async fn stored(store: &InMemory, prefix: &str) -> Vec<(i32, i64)> {
-        bronze::stored_positions(store, &Path::from(prefix))
-            .await
-            .unwrap()
-    }
-
-    fn assert_each_once(mut pairs: Vec<(i32, i64)>, expected: usize) {
-        let total = pairs.len();
-        pairs.sort();
-        pairs.dedup();
-        assert_eq!(
-            pairs.len(),
-            total,
-            "some (partition, offset) is stored twice"
-        );
-        assert_eq!(total, expected);
-    }
-
-    #[tokio::test]
-    async fn every_message_lands_once_as_a_row_or_a_dead_letter() {
-        let log = log(2_000, 0.05);
-        let committed = Arc::default();
-        let store = Arc::new(InMemory::new());
-        let streamer = Streamer::new(
-            LogSource::new(&log, &committed),
-            store.clone(),
-            Path::default(),
-            policy(300),
-            StreamerMetrics::default(),
-        );
-        let summary = streamer.run(CancellationToken::new()).await.unwrap();
-        let rows = stored(&store, "bronze/transactions").await;
-        let dead = stored(&store, "dead_letter/transactions").await;
-        assert!(dead.len() > 50, "{} dead letters", dead.len());
-        assert_eq!(summary.rows as usize, rows.len());
-        assert_eq!(summary.dead_letters as usize, dead.len());
-        assert_each_once([rows, dead].concat(), 2_000);
-        // Every partition is committed up to its end.
-        for (partition, messages) in &log {
-            assert_eq!(committed.lock().unwrap()[partition], messages.len() as i64);
-        }
-        // Files sit in the folder of their event date.
-        let listed: Vec<_> = store
-            .list(Some(&Path::from("bronze/transactions")))
-            .try_collect()
-            .await
-            .unwrap();
-        assert!(
-            listed
-                .iter()
-                .any(|o| o.location.as_ref().contains("year=2026/month=11/day=02"))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_crash_between_write_and_commit_replays_into_the_same_objects() {
-        let log = log(1_500, 0.02);
-        let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
-        let store = Arc::new(InMemory::new());
-        let crashed = Streamer::new(
-            LogSource::new(&log, &committed),
-            store.clone(),
-            Path::default(),
-            policy(400),
-            StreamerMetrics::default(),
-        )
-        .crash_after_writing(2);
-        crashed.run(CancellationToken::new()).await.unwrap();
-        let before = stored(&store, "").await.len();
-        assert!(before > 400, "the crashed run wrote its second batch");
-        let committed_rows: i64 = committed.lock().unwrap().values().sum();
-        assert!(
-            (committed_rows as usize) < before,
-            "the second batch was not committed"
-        );
-
-        // The restarted streamer uses other caps; it still closes the replayed batch at the
-        // recorded end, so nothing is stored twice.
-        let metrics = StreamerMetrics::default();
-        let restarted = Streamer::new(
-            LogSource::new(&log, &committed),
-            store.clone(),
-            Path::default(),
-            policy(170),
-            metrics.clone(),
-        );
-        restarted.run(CancellationToken::new()).await.unwrap();
-        let rows = stored(&store, "bronze/transactions").await;
-        let dead = stored(&store, "dead_letter/transactions").await;
-        assert_each_once([rows, dead].concat(), 1_500);
-        assert!(
-            metrics.files_kept.get() > 0,
-            "the replay found the crashed run's objects"
-        );
-    }
-
-    #[tokio::test]
-    async fn revoked_partitions_drop_what_they_have_not_committed() {
-        let log = log(300, 0.0);
-        let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
-        let store = Arc::new(InMemory::new());
-        let mut source = LogSource::new(&log, &committed);
-        source.ends = false;
-        // Partition 1 is revoked right after its first message arrives.
-        source
-            .events
-            .push_back(SourceEvent::Message(log[&1][0].clone()));
-        source.events.push_back(SourceEvent::Revoked(vec![1]));
-        source.cursor.insert(1, i64::MAX);
-        let cancel = CancellationToken::new();
-        let streamer = Streamer::new(
-            source,
-            store.clone(),
-            Path::default(),
-            policy(10_000),
-            StreamerMetrics::default(),
-        );
-        let run = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { streamer.run(cancel).await }
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        cancel.cancel();
-        run.await.unwrap().unwrap();
-        let rows = stored(&store, "bronze/transactions").await;
-        assert!(rows.iter().all(|(partition, _)| *partition != 1));
-        assert_eq!(rows.len(), log[&0].len() + log[&2].len());
-        assert!(!committed.lock().unwrap().contains_key(&1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_closes_on_its_interval_and_shutdown_commits_the_open_one() {
-        let log = log(50, 0.0);
-        let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
-        let store = Arc::new(InMemory::new());
-        let mut source = LogSource::new(&log, &committed);
-        source.ends = false;
-        let policy = BatchPolicy {
-            interval: Duration::from_secs(30),
-            ..BatchPolicy::default()
-        };
-        let cancel = CancellationToken::new();
-        let streamer = Streamer::new(
-            source,
-            store.clone(),
-            Path::default(),
-            policy,
-            StreamerMetrics::default(),
-        );
-        let run = tokio::spawn({
-            let cancel = cancel.clone();
-            async move { streamer.run(cancel).await }
-        });
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(
-            committed.lock().unwrap().is_empty(),
-            "nothing commits before the interval"
-        );
-        tokio::time::sleep(Duration::from_secs(25)).await;
-        assert_eq!(committed.lock().unwrap().values().sum::<i64>(), 50);
-        cancel.cancel();
-        let summary = run.await.unwrap().unwrap();
-        assert_eq!(summary.rows, 50);
-        // The batch record names the batch's range and objects.
-        let record = store
-            .get(&layout::batch_record(&Path::default(), TOPIC, 0))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        let record: BatchRecord = serde_json::from_slice(&record).unwrap();
-        assert_eq!(record.range.first_offset, 0);
-        assert_eq!(record.range.last_offset, log[&0].len() as i64 - 1);
-        assert!(!record.files.is_empty());
     }
 }

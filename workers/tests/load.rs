@@ -10,14 +10,15 @@ use chrono::{TimeZone, Utc};
 use common::{fresh_database, on_embedded_postgres, testenv_var};
 use fintech_workers::bronze::decode;
 use fintech_workers::bronze::layout::{self, BatchRange};
+use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
-use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport};
+use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus};
 use fintech_workers::producer::{self, EventStream, ProducerMetrics, RunLimits, StreamConfig};
 use fintech_workers::sink::ChannelSink;
 use fintech_workers::source::{CommittedPositions, InProcessSource};
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{BatchPolicy, BatchRecord, Streamer, StreamerMetrics};
+use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -78,14 +79,18 @@ fn valid(event: &PaymentEvent) -> bool {
 /// Produces `count` messages through the in-process channel and streams them into `lake`.
 /// `positions` carries the in-process topic's offsets from one fill to the next, as Kafka would.
 async fn fill_lake(lake: &StorageOptions, positions: &CommittedPositions, seed: u64, count: u64) {
-    let (store, root) = lake.open().unwrap();
     let (mut sink, receiver) = ChannelSink::new(1_000);
     let source = InProcessSource::new("transactions", receiver, 3, positions.clone());
     let policy = BatchPolicy {
         max_rows: 700,
         ..BatchPolicy::default()
     };
-    let streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
+    let streamer = Streamer::new(
+        source,
+        Lake::open(lake).unwrap(),
+        policy,
+        StreamerMetrics::default(),
+    );
     let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
     let mut stream = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
     let limits = RunLimits {
@@ -107,11 +112,9 @@ async fn fill_lake(lake: &StorageOptions, positions: &CommittedPositions, seed: 
 }
 
 fn loader(pool: &PgPool, lake: &StorageOptions) -> Loader {
-    let (store, root) = lake.open().unwrap();
     Loader::new(
         pool.clone(),
-        store,
-        root,
+        Lake::open(lake).unwrap(),
         LoaderConfig::default(),
         LoaderMetrics::default(),
     )
@@ -145,7 +148,7 @@ async fn scenario(options: WarehouseOptions) {
 
     // First run: every count in the audit and the tables.
     let first = loader(&pool, &lake).run_once().await.unwrap();
-    assert_eq!(first.status, "SUCCESS", "{:?}", first.error);
+    assert_eq!(first.status, RunStatus::Success, "{:?}", first.error);
     assert!(first.files_loaded > 3);
     assert_eq!(first.files_pending, first.files_loaded);
     assert_eq!(first.stats.read, expected.bronze_rows);
@@ -209,7 +212,7 @@ async fn scenario(options: WarehouseOptions) {
     let second = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(
         (second.status, second.files_pending, second.rows_loaded),
-        ("SUCCESS", 0, 0)
+        (RunStatus::Success, 0, 0)
     );
     assert_eq!(
         scalar(&pool, "select count(*) from raw.transactions").await,
@@ -223,7 +226,7 @@ async fn scenario(options: WarehouseOptions) {
     let (store, root) = lake.open().unwrap();
     let (corrupt, corrupt_manifest) = corrupt_batch(store.as_ref(), &root).await;
     let failed = loader(&pool, &lake).run_once().await.unwrap();
-    assert_eq!(failed.status, "FAILED");
+    assert_eq!(failed.status, RunStatus::Failed);
     assert!(
         failed
             .error
@@ -250,13 +253,13 @@ async fn scenario(options: WarehouseOptions) {
     store.delete(&corrupt).await.unwrap();
     store.delete(&corrupt_manifest).await.unwrap();
     let recovered = loader(&pool, &lake).run_once().await.unwrap();
-    assert_eq!(recovered.status, "SUCCESS");
+    assert_eq!(recovered.status, RunStatus::Success);
     assert!(recovered.rows_loaded > 0);
     let replayed = replay_loaded_file(store.as_ref(), &root).await;
     let silent = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(
         (silent.status, silent.files_pending, silent.rows_loaded),
-        ("SUCCESS", 1, 0),
+        (RunStatus::Success, 1, 0),
         "{replayed}"
     );
     assert_eq!(health(&pool, &silent).await, "silent_failure");
@@ -389,7 +392,7 @@ async fn a_run_while_postgres_is_down_is_audited_once_it_is_back() {
     assert_eq!(status, "FAILED");
     assert!(error.contains("writing the audit row"));
     let next = loader.run_once().await.unwrap();
-    assert_eq!(next.status, "SUCCESS");
+    assert_eq!(next.status, RunStatus::Success);
     pool.close().await;
     warehouse.shutdown().await.unwrap();
 }
@@ -402,7 +405,7 @@ async fn replay_scenario(options: WarehouseOptions) {
     let lake = StorageOptions::local(folder.path()).unwrap();
     fill_lake(&lake, &CommittedPositions::default(), 11, 1_500).await;
     let first = loader(&pool, &lake).run_once().await.unwrap();
-    assert_eq!(first.status, "SUCCESS", "{:?}", first.error);
+    assert_eq!(first.status, RunStatus::Success, "{:?}", first.error);
     let loaded = scalar(&pool, "select count(*) from raw.transactions").await;
     let rejected = scalar(&pool, "select count(*) from raw.rejected_transactions").await;
 
@@ -418,7 +421,7 @@ async fn replay_scenario(options: WarehouseOptions) {
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
     let replayed = loader(&pool, &lake).replay(day, day).await.unwrap();
     assert!(!replayed.is_empty());
-    assert!(replayed.iter().all(|r| r.status == "SUCCESS"));
+    assert!(replayed.iter().all(|r| r.status == RunStatus::Success));
     let restored: u64 = replayed.iter().map(|r| r.rows_loaded).sum();
     assert_eq!(restored, lost, "exactly the lost rows come back");
     assert_eq!(
@@ -443,7 +446,7 @@ async fn replay_scenario(options: WarehouseOptions) {
     let again = loader(&pool, &lake).replay(day, day).await.unwrap();
     assert_eq!(again.iter().map(|r| r.rows_loaded).sum::<u64>(), 0);
     let next = loader(&pool, &lake).run_once().await.unwrap();
-    assert_eq!((next.status, next.files_pending), ("SUCCESS", 0));
+    assert_eq!((next.status, next.files_pending), (RunStatus::Success, 0));
     pool.close().await;
 }
 

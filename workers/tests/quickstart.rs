@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use fintech_workers::bronze;
+use fintech_workers::bronze::Lake;
 use fintech_workers::bronze::layout;
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::warehouse::EmbeddedWarehouse;
@@ -35,12 +35,13 @@ fn quickstart(out: &std::path::Path) -> String {
 /// Counts of every layer: (bronze rows, dead letters, silver, rejected, audited rows read,
 /// audited rows loaded, gold facts, distinct silver transactions).
 async fn layers(out: &std::path::Path) -> [i64; 8] {
-    let lake = StorageOptions::local(&out.join("lake")).unwrap();
-    let (store, root) = lake.open().unwrap();
-    let bronze_rows = bronze::stored_positions(store.as_ref(), &layout::transactions_root(&root))
+    let lake = Lake::open(&StorageOptions::local(&out.join("lake")).unwrap()).unwrap();
+    let bronze_rows = lake
+        .stored_positions(layout::TRANSACTIONS_PREFIX)
         .await
         .unwrap();
-    let dead = bronze::stored_positions(store.as_ref(), &root.clone().join("dead_letter"))
+    let dead = lake
+        .stored_positions(layout::DEAD_LETTER_PREFIX)
         .await
         .unwrap();
     let warehouse = EmbeddedWarehouse::start(&out.join("warehouse")).unwrap();

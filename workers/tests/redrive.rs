@@ -7,8 +7,8 @@ mod common;
 use chrono::{NaiveDate, TimeZone, Utc};
 use common::on_embedded_postgres;
 use fintech_workers::bronze::decode::{DeadLetterColumns, DeadLetterKind, DecodeError};
-use fintech_workers::bronze::{self, layout};
-use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
+use fintech_workers::bronze::{self, Lake, layout};
+use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunStatus};
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::source::SourceMessage;
 use fintech_workers::storage::StorageOptions;
@@ -103,11 +103,9 @@ async fn scenario(options: WarehouseOptions) {
     let folder = tempfile::tempdir().unwrap();
     let lake = StorageOptions::local(folder.path()).unwrap();
     dead_letters(&lake).await;
-    let (store, root) = lake.open().unwrap();
     let loader = Loader::new(
         pool.clone(),
-        store,
-        root,
+        Lake::open(&lake).unwrap(),
         LoaderConfig::default(),
         LoaderMetrics::default(),
     );
@@ -150,7 +148,7 @@ async fn scenario(options: WarehouseOptions) {
         store.put(&copy, PutPayload::from(body)).await.unwrap();
     }
     let run = loader.run_once().await.unwrap();
-    assert_eq!(run.status, "SUCCESS", "{:?}", run.error);
+    assert_eq!(run.status, RunStatus::Success, "{:?}", run.error);
     assert_eq!(run.rows_loaded + run.rows_duplicate, 2 * GOOD as u64);
     let in_silver: i64 =
         sqlx::query_scalar("select count(*) from raw.transactions where kafka_partition = 2")

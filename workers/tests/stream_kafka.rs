@@ -5,19 +5,23 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
+use common::manifest_outage::ManifestOutage;
 use common::{
     assert_each_once, committed_total, free_port, fresh_database, http_get, metric, stored_offsets,
     test_lake, testenv_var, unique_name,
 };
-use fintech_workers::bronze::decode;
+use fintech_workers::bronze::{Lake, decode};
 use fintech_workers::faults::FaultRates;
 use fintech_workers::kafka::{KafkaOptions, KafkaSource, LagGauge};
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
+use fintech_workers::streamer::{
+    BatchPolicy, StreamError, StreamSummary, Streamer, StreamerMetrics,
+};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 3;
@@ -92,27 +96,38 @@ fn policy(max_rows: usize) -> BatchPolicy {
     }
 }
 
-/// Starts a streamer of `group` in the background.
+/// Starts a streamer of `group` writing into `lake` in the background.
+fn start_streamer(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    lake: Lake,
+    policy: BatchPolicy,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<StreamSummary, StreamError>>,
+) {
+    let source = KafkaSource::new(&kafka(bootstrap, topic), group, LagGauge::default()).unwrap();
+    let streamer = Streamer::new(source, lake, policy, StreamerMetrics::default());
+    let cancel = CancellationToken::new();
+    let handle = tokio::spawn(streamer.run(cancel.clone()));
+    (cancel, handle)
+}
+
+/// Starts a streamer of `group` in the background, which must end well.
 fn spawn_streamer(
     bootstrap: &str,
     topic: &str,
     group: &str,
     lake: &StorageOptions,
     policy: BatchPolicy,
-    crash_after: Option<u64>,
 ) -> (CancellationToken, tokio::task::JoinHandle<StreamSummary>) {
-    let source = KafkaSource::new(&kafka(bootstrap, topic), group, LagGauge::default()).unwrap();
-    let (store, root) = lake.open().unwrap();
-    let mut streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
-    if let Some(n) = crash_after {
-        streamer = streamer.crash_after_writing(n);
-    }
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { streamer.run(cancel).await.unwrap() }
-    });
-    (cancel, handle)
+    let lake = Lake::open(lake).unwrap();
+    let (cancel, handle) = start_streamer(bootstrap, topic, group, lake, policy);
+    (
+        cancel,
+        tokio::spawn(async move { handle.await.unwrap().unwrap() }),
+    )
 }
 
 /// Runs a streamer of `group` until it has committed all `total` messages of `topic`, then
@@ -125,7 +140,7 @@ async fn stream_everything(
     policy: BatchPolicy,
     total: usize,
 ) {
-    let (cancel, streaming) = spawn_streamer(bootstrap, topic, group, lake, policy, None);
+    let (cancel, streaming) = spawn_streamer(bootstrap, topic, group, lake, policy);
     wait_for_commits(bootstrap, group, topic, total as i64).await;
     cancel.cancel();
     streaming.await.unwrap();
@@ -255,15 +270,16 @@ async fn a_streamer_killed_before_commit_is_replayed_without_duplicates() {
     let total = 2_000;
     let good = produce(&bootstrap, &topic, total);
 
-    // The first streamer stops after writing its second batch's objects, uncommitted.
-    let (_, crashed) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(300), Some(2));
-    let summary = crashed.await.unwrap();
-    assert_eq!(
-        summary.batches, 1,
-        "one batch committed, the second only written"
-    );
+    // The first streamer writes its second batch's objects, but dies before publishing the
+    // batch (its manifests are refused), so the batch stays uncommitted.
+    let (store, root) = lake.open().unwrap();
+    let outage = Lake::new(Arc::new(ManifestOutage::beyond_first_batch(store)), root);
+    let (_, crashed) = start_streamer(&bootstrap, &topic, &group, outage, policy(300));
+    let error = crashed.await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("_manifests"), "{error}");
     let written = stored_offsets(&lake, "").await.len();
     let committed = committed_total(&bootstrap, &group, &topic, PARTITIONS);
+    assert!(committed > 0, "the first batch was committed");
     assert!(
         written as i64 > committed,
         "objects of an uncommitted batch are in the lake"
@@ -291,8 +307,8 @@ async fn two_streamers_in_one_group_split_the_partitions() {
         .unwrap();
 
     // Both members join before any data arrives, so the group is balanced when it does.
-    let (cancel_a, a) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
-    let (cancel_b, b) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200), None);
+    let (cancel_a, a) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200));
+    let (cancel_b, b) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200));
     tokio::time::sleep(Duration::from_secs(8)).await;
     let good = produce(&bootstrap, &topic, total);
     wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
@@ -338,8 +354,7 @@ async fn an_unreachable_object_store_stops_the_streamer_without_committing_or_lo
     let source = KafkaSource::new(&kafka(&bootstrap, &topic), &group, LagGauge::default()).unwrap();
     let streamer = Streamer::new(
         source,
-        std::sync::Arc::new(down),
-        "lake".into(),
+        Lake::new(Arc::new(down), "lake".into()),
         policy(200),
         StreamerMetrics::default(),
     );
@@ -383,7 +398,6 @@ async fn a_streamer_started_before_kafka_is_reachable_streams_everything_once_it
         &group,
         &lake,
         policy(200),
-        None,
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!streaming.is_finished(), "the streamer waits for Kafka");

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use super::report::{MB, Report};
+use crate::bronze::Lake;
 use crate::bronze::layout::{self, BatchRange};
 use crate::producer::{self, EventStream, ProducerMetrics, RunLimits};
 use crate::sink::ChannelSink;
@@ -91,14 +92,14 @@ pub async fn run(args: &FillArgs) -> anyhow::Result<Report> {
         s3_endpoint: args.s3_endpoint.clone(),
         s3_region: args.s3_region.clone(),
     };
-    let (store, root) = storage.open()?;
+    let lake = Lake::open(&storage)?;
     let (mut sink, receiver) = ChannelSink::new(CHANNEL_CAPACITY);
     let source = InProcessSource::new(TOPIC, receiver, args.partitions, positions);
     let policy = BatchPolicy {
         max_rows: usize::try_from(args.batch_rows)?,
         ..BatchPolicy::default()
     };
-    let streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
+    let streamer = Streamer::new(source, lake, policy, StreamerMetrics::default());
 
     let started = Instant::now();
     let streaming = tokio::spawn(streamer.run(CancellationToken::new()));

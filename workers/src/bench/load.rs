@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use super::process::{self, fintech_binary};
 use super::report::{MB, Report, Target};
 use super::scratch::{self, Scratch};
+use crate::bronze::Lake;
 use crate::loader::rows::{COPY_COLUMNS, RunRows};
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics};
 use crate::storage::StorageOptions;
@@ -126,7 +127,8 @@ async fn measure(
     let copy_url = scratch.database(&args.database_url, "load_copy").await?;
     let insert_url = scratch.database(&args.database_url, "load_insert").await?;
 
-    let (store, root) = lake.open()?;
+    let lake = Lake::open(lake)?;
+    let store = lake.store().clone();
     let pool = WarehouseOptions::url(&copy_url, 4)
         .connect_and_migrate()
         .await?;
@@ -134,13 +136,7 @@ async fn measure(
         max_files_per_run: usize::try_from(args.max_files_per_run)?,
         ..LoaderConfig::default()
     };
-    let loader = Loader::new(
-        pool.clone(),
-        store.clone(),
-        root,
-        config,
-        LoaderMetrics::default(),
-    );
+    let loader = Loader::new(pool.clone(), lake, config, LoaderMetrics::default());
     let cpu = process::CpuClock::start();
     let started = Instant::now();
     let (mut rows, mut runs) = (0u64, 0u64);
@@ -301,7 +297,7 @@ fn copy_field(field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loader::rows::push_text;
+    use crate::warehouse::copy_text::push_text;
 
     #[test]
     fn copy_fields_read_back_what_the_loader_escaped() {

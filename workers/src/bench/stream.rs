@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::process::{self, fintech_binary};
 use super::report::{MB, Report, Target};
 use super::scratch::{self, Scratch, unique_name};
+use crate::bronze::Lake;
 use crate::bronze::layout;
 use crate::kafka::{KafkaOptions, KafkaSource, LagGauge};
 use crate::source::{MessageSource, SourceError, SourceEvent};
@@ -195,13 +196,17 @@ async fn stream(
         seen: Observations::default(),
         published: published.clone(),
     };
-    let (store, root) = lake.open()?;
     let policy = BatchPolicy {
         interval: Duration::from_secs(args.batch_interval_secs),
         max_rows: usize::try_from(args.batch_max_rows)?,
         ..BatchPolicy::default()
     };
-    let streamer = Streamer::new(source, store, root, policy, StreamerMetrics::default());
+    let streamer = Streamer::new(
+        source,
+        Lake::open(lake)?,
+        policy,
+        StreamerMetrics::default(),
+    );
     let cpu = process::CpuClock::start();
     let started = Instant::now();
     let summary = tokio::select! {

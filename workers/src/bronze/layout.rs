@@ -194,7 +194,8 @@ pub fn date_of_key(key: &Path) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year?, month?, day?)
 }
 
-fn join(base: &Path, relative: &str) -> Path {
+/// `base` joined with a relative key of `/`-separated parts.
+pub(crate) fn join(base: &Path, relative: &str) -> Path {
     relative
         .split('/')
         .filter(|part| !part.is_empty())

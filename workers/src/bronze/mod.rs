@@ -1,10 +1,19 @@
 //! The bronze layer: immutable Parquet files of exactly what Kafka delivered, and the
-//! dead-letter queue beside it. This module owns their format (schemas, encoding, object
-//! keys); the streamer writes them and the loader reads them.
+//! dead-letter queue beside it. This module owns the lake's format and every access to it:
+//! the object keys ([`layout`]), the columns ([`schema`], [`decode`]), the batch records and
+//! manifests ([`manifest`]), turning messages into files ([`writer`]), and storing, publishing,
+//! listing and reading them ([`lake`]). The streamer and a redrive write through it; the loader
+//! and the quickstart read through it.
 
 pub mod decode;
+pub mod lake;
 pub mod layout;
+pub mod manifest;
 pub mod schema;
+pub mod writer;
+
+pub use lake::{Lake, LakeError};
+pub use manifest::BatchRecord;
 
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -50,66 +59,6 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>, ParquetError> {
     let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))?;
     writer.write(batch)?;
     writer.into_inner()
-}
-
-/// Every `(kafka_partition, kafka_offset)` stored in the Parquet files under `prefix`, with
-/// repeats: the input of an exactly-once check (no pair may appear twice across bronze and
-/// the dead-letter queue).
-pub async fn stored_positions(
-    store: &dyn object_store::ObjectStore,
-    prefix: &object_store::path::Path,
-) -> Result<Vec<(i32, i64)>, PositionsError> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::{Int32Type, Int64Type};
-    use futures::TryStreamExt;
-    use object_store::ObjectStoreExt;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-    let listed: Vec<_> = store.list(Some(prefix)).try_collect().await?;
-    let mut pairs = Vec::new();
-    for object in listed
-        .iter()
-        .filter(|o| o.location.as_ref().ends_with(".parquet"))
-    {
-        let bytes = store.get(&object.location).await?.bytes().await?;
-        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-            let batch = batch?;
-            let column = |name| {
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| PositionsError::MissingColumn(object.location.to_string(), name))
-            };
-            let partitions = column("kafka_partition")?
-                .as_primitive::<Int32Type>()
-                .clone();
-            let offsets = column("kafka_offset")?.as_primitive::<Int64Type>().clone();
-            pairs.extend(
-                partitions
-                    .values()
-                    .iter()
-                    .copied()
-                    .zip(offsets.values().iter().copied()),
-            );
-        }
-    }
-    Ok(pairs)
-}
-
-/// Errors of [`stored_positions`].
-#[derive(Debug, thiserror::Error)]
-pub enum PositionsError {
-    /// Listing or reading an object failed.
-    #[error(transparent)]
-    Store(#[from] object_store::Error),
-    /// A file is not readable Parquet.
-    #[error(transparent)]
-    Parquet(#[from] ParquetError),
-    /// A record batch could not be decoded.
-    #[error(transparent)]
-    Arrow(#[from] arrow_schema::ArrowError),
-    /// A file lacks the Kafka position columns.
-    #[error("{0} has no column {1}")]
-    MissingColumn(String, &'static str),
 }
 
 #[cfg(test)]

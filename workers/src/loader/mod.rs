@@ -9,15 +9,10 @@
 pub mod rows;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,9 +21,8 @@ use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
-use crate::storage;
-use crate::streamer::BatchRecord;
 use rows::{COPY_COLUMNS, RowStats, RunRows};
 
 /// Key of the advisory lock that serialises load transactions across loaders.
@@ -64,42 +58,40 @@ pub enum LoadError {
         source: sqlx::Error,
     },
     /// Listing or reading bronze failed.
-    #[error("reading bronze object {path} failed: {source}")]
-    Store {
-        /// The object or prefix.
-        path: String,
-        /// Why.
-        source: object_store::Error,
-    },
-    /// A bronze file is not readable Parquet.
-    #[error("bronze file {path} is not readable Parquet: {source}")]
-    Parquet {
-        /// The object.
-        path: String,
-        /// Why.
-        source: parquet::errors::ParquetError,
-    },
+    #[error(transparent)]
+    Lake(#[from] LakeError),
     /// A file's columns are not the bronze schema's.
     #[error(transparent)]
     Schema(#[from] rows::SchemaMismatch),
-    /// A manifest is not a batch record.
-    #[error("manifest {path} is corrupt: {source}")]
-    Manifest {
-        /// The object.
-        path: String,
-        /// Why.
-        source: serde_json::Error,
-    },
 }
 
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> LoadError {
     move |source| LoadError::Database { action, source }
 }
 
-fn store(path: &Path) -> impl FnOnce(object_store::Error) -> LoadError + '_ {
-    move |source| LoadError::Store {
-        path: path.to_string(),
-        source,
+/// How a finished run ended; the `status` of `metadata.load_audit` (where a run that has not
+/// finished is `RUNNING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Every pending file found was loaded, or there was none.
+    Success,
+    /// The run's transaction was rolled back; its files stay pending.
+    Failed,
+}
+
+impl RunStatus {
+    /// The audit table's and the metrics' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -108,8 +100,8 @@ fn store(path: &Path) -> impl FnOnce(object_store::Error) -> LoadError + '_ {
 pub struct RunReport {
     /// The audit row's id.
     pub run_id: Uuid,
-    /// `SUCCESS` or `FAILED`.
-    pub status: &'static str,
+    /// How it ended.
+    pub status: RunStatus,
     /// Files found not yet loaded.
     pub files_pending: u64,
     /// Files loaded.
@@ -191,14 +183,14 @@ impl LoaderMetrics {
     fn run_finished(&self, report: &RunReport) {
         self.runs
             .get_or_create(&StatusLabels {
-                status: report.status,
+                status: report.status.as_str(),
             })
             .inc();
         self.files_loaded.inc_by(report.files_loaded);
         self.rows_loaded.inc_by(report.rows_loaded);
         self.rows_rejected.inc_by(report.stats.rejected_total());
         self.rows_duplicate.inc_by(report.rows_duplicate);
-        if report.status == "SUCCESS" {
+        if report.status == RunStatus::Success {
             self.last_success.set(Utc::now().timestamp());
         }
     }
@@ -249,25 +241,17 @@ struct Loaded {
 /// The loader: one warehouse, one lake.
 pub struct Loader {
     pool: PgPool,
-    store: Arc<dyn ObjectStore>,
-    root: Path,
+    lake: Lake,
     config: LoaderConfig,
     metrics: LoaderMetrics,
 }
 
 impl Loader {
-    /// A loader from the lake at `root` of `store` into the warehouse of `pool`.
-    pub fn new(
-        pool: PgPool,
-        store: Arc<dyn ObjectStore>,
-        root: Path,
-        config: LoaderConfig,
-        metrics: LoaderMetrics,
-    ) -> Self {
+    /// A loader from `lake` into the warehouse of `pool`.
+    pub fn new(pool: PgPool, lake: Lake, config: LoaderConfig, metrics: LoaderMetrics) -> Self {
         Self {
             pool,
-            store,
-            root,
+            lake,
             config,
             metrics,
         }
@@ -289,19 +273,15 @@ impl Loader {
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<RunReport>, UnauditedFailure> {
-        let files = storage::list_days(
-            self.store.as_ref(),
-            &self.root,
-            layout::TRANSACTIONS_PREFIX,
-            from,
-            to,
-        )
-        .await
-        .map_err(|e| self.unaudited(store(&e.folder)(e.source)))?;
+        let files = self
+            .lake
+            .list_days(layout::TRANSACTIONS_PREFIX, from, to)
+            .await
+            .map_err(|e| self.unaudited(e.into()))?;
         let mut reports = Vec::new();
         for chunk in files.chunks(self.config.max_files_per_run.max(1)) {
             let report = self.run(Mode::Replay(chunk.to_vec())).await?;
-            let failed = report.status != "SUCCESS";
+            let failed = report.status == RunStatus::Failed;
             reports.push(report);
             if failed {
                 break;
@@ -356,7 +336,11 @@ impl Loader {
             loaded.stats.duplicate_in_run + (loaded.stats.accepted - loaded.rows_loaded);
         let report = RunReport {
             run_id,
-            status: if error.is_none() { "SUCCESS" } else { "FAILED" },
+            status: if error.is_none() {
+                RunStatus::Success
+            } else {
+                RunStatus::Failed
+            },
             files_pending: loaded.files_pending,
             files_loaded: loaded.files_loaded,
             rows_loaded: loaded.rows_loaded,
@@ -404,7 +388,7 @@ impl Loader {
         )
         .bind(report.run_id)
         .bind(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
-        .bind(report.status)
+        .bind(report.status.as_str())
         .bind(count(report.files_pending))
         .bind(count(report.files_loaded))
         .bind(count(report.stats.read))
@@ -554,21 +538,11 @@ impl Loader {
     ) -> Result<Vec<(String, i64, Option<String>, i64)>, LoadError> {
         let mut files = Vec::with_capacity(pending.len());
         for file in pending {
-            let (bytes, etag) = self.read(&file.path).await?;
-            let size = bytes.len() as i64;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|builder| builder.build())
-                .map_err(|source| LoadError::Parquet {
-                    path: file.path.to_string(),
-                    source,
-                })?;
+            let parquet = self.lake.read_parquet(&file.path).await?;
+            let (size, etag) = (parquet.size as i64, parquet.etag.clone());
             let before = rows.stats.read;
-            for batch in reader {
-                let batch = batch.map_err(|source| LoadError::Parquet {
-                    path: file.path.to_string(),
-                    source: source.into(),
-                })?;
-                rows.add_batch(file.path.as_ref(), &batch, run_id)?;
+            for batch in parquet.batches() {
+                rows.add_batch(file.path.as_ref(), &batch?, run_id)?;
             }
             if !rows.copy_text.is_empty() {
                 copy.send(std::mem::take(&mut rows.copy_text))
@@ -589,38 +563,21 @@ impl Loader {
     /// latest loaded day and after (one day of overlap covers batches written around
     /// midnight); a manifest already loaded is skipped without being read.
     async fn discover(&self, tx: &mut PgConnection) -> Result<Discovery, LoadError> {
-        let prefix = layout::manifests_root(&self.root, &self.config.topic);
-        let transactions = format!("{}/", layout::transactions_root(&self.root));
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&prefix))
-            .await
-            .map_err(store(&prefix))?;
         let latest: Option<NaiveDate> =
             sqlx::query_scalar("select max(manifest_date) from metadata.loaded_manifests")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("reading the latest loaded manifest date"))?;
         let since = latest.map(|date| date - chrono::Duration::days(1));
-        let mut dates: Vec<(NaiveDate, Path)> = listing
-            .common_prefixes
+        let dates = self.lake.manifest_days(&self.config.topic).await?;
+        let dates = dates
             .into_iter()
-            .filter_map(|folder| Some((layout::manifest_folder_date(folder.filename()?)?, folder)))
-            .filter(|(date, _)| since.is_none_or(|since| *date >= since))
-            .collect();
-        dates.sort();
+            .filter(|(date, _)| since.is_none_or(|since| *date >= since));
 
         let mut discovery = Discovery::default();
         let mut announced = HashSet::new();
         for (date, folder) in dates {
-            let mut manifests: Vec<Path> = self
-                .store
-                .list(Some(&folder))
-                .map_ok(|meta| meta.location)
-                .try_collect()
-                .await
-                .map_err(store(&folder))?;
-            manifests.sort();
+            let manifests = self.lake.manifests_in(&folder).await?;
             let names: Vec<String> = manifests.iter().map(ToString::to_string).collect();
             let done: HashSet<String> = sqlx::query_scalar(
                 "select path from metadata.loaded_manifests where path = any($1)",
@@ -635,16 +592,11 @@ impl Loader {
                 if discovery.files.len() >= self.config.max_files_per_run {
                     return Ok(discovery);
                 }
-                let (bytes, _) = self.read(&manifest).await?;
-                let record: BatchRecord =
-                    serde_json::from_slice(&bytes).map_err(|source| LoadError::Manifest {
-                        path: manifest.to_string(),
-                        source,
-                    })?;
+                let record = self.lake.read_manifest(&manifest).await?;
                 let candidates: Vec<String> = record
                     .files
                     .into_iter()
-                    .filter(|f| f.starts_with(&transactions))
+                    .filter(|f| self.lake.is_transactions_file(f))
                     .collect();
                 let already: HashSet<String> = sqlx::query_scalar(
                     "select path from metadata.loaded_files where path = any($1)",
@@ -669,13 +621,6 @@ impl Loader {
             }
         }
         Ok(discovery)
-    }
-
-    async fn read(&self, path: &Path) -> Result<(Bytes, Option<String>), LoadError> {
-        let result = self.store.get(path).await.map_err(store(path))?;
-        let etag = result.meta.e_tag.clone();
-        let bytes = result.bytes().await.map_err(store(path))?;
-        Ok((bytes, etag))
     }
 }
 

@@ -1,8 +1,7 @@
 //! Turning bronze record batches into silver rows: validation, de-duplication within a run,
-//! the `COPY` text the warehouse ingests, and the rejected rows with their reasons.
+//! the rows sent to the warehouse's `COPY`, and the rejected rows with their reasons.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -10,7 +9,11 @@ use arrow_array::types::{
     TimestampMillisecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use chrono::DateTime;
+
+use crate::warehouse::copy_text::{
+    end_copy_row, push_cents, push_display, push_float, push_raw, push_text, push_timestamp,
+    timestamp_text,
+};
 
 /// Largest amount `numeric(14, 2)` holds, in hundredths.
 const MAX_AMOUNT_CENTS: i128 = 99_999_999_999_999;
@@ -297,144 +300,10 @@ impl RunRows {
     }
 }
 
-/// `units` microseconds-per-unit of the value: 1 for µs, 1,000 for ms.
-fn timestamp_text(value: i64, units: i64) -> String {
-    DateTime::from_timestamp_micros(value.saturating_mul(units))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
-        .unwrap_or_else(|| "\\N".to_owned())
-}
-
-fn push_raw(line: &mut Vec<u8>, value: &str) {
-    line.extend_from_slice(value.as_bytes());
-    line.push(b'\t');
-}
-
-/// Appends a number as text, without an intermediate `String`.
-fn push_display(line: &mut Vec<u8>, value: impl std::fmt::Display) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(line, "{value}\t");
-}
-
-fn push_float(line: &mut Vec<u8>, value: Option<f64>) {
-    match value {
-        Some(v) if v.is_finite() => push_display(line, v),
-        _ => push_raw(line, "\\N"),
-    }
-}
-
-/// Appends an amount in hundredths as a decimal with two places, e.g. `-12.05`.
-fn push_cents(line: &mut Vec<u8>, cents: i128) {
-    let sign = if cents < 0 { "-" } else { "" };
-    let cents = cents.unsigned_abs();
-    let _ = write!(line, "{sign}{}.{:02}\t", cents / 100, cents % 100);
-}
-
-/// Appends microseconds since the epoch as `YYYY-MM-DD HH:MM:SS.ffffff+00`. This runs for
-/// three columns of every row, so it formats by hand: chrono's formatter took most of the
-/// loader's own time (see docs/benchmarks.md).
-fn push_timestamp(line: &mut Vec<u8>, micros: i64) {
-    const DAY: i64 = 86_400_000_000;
-    let (days, of_day) = (micros.div_euclid(DAY), micros.rem_euclid(DAY));
-    let (year, month, day) = civil_from_days(days);
-    if !(0..=9999).contains(&year) {
-        push_raw(line, &timestamp_text(micros, 1));
-        return;
-    }
-    let seconds = of_day / 1_000_000;
-    let _ = write!(
-        line,
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}+00\t",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60,
-        of_day % 1_000_000
-    );
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// Ends a row of `COPY … (FORMAT text)` whose fields were added with [`push_text`]: the
-/// last field's tab becomes the end of the line.
-pub fn end_copy_row(line: &mut Vec<u8>) {
-    line.pop();
-    line.push(b'\n');
-}
-
-/// Appends `value` escaped for `COPY … (FORMAT text)`, followed by the field separator.
-pub fn push_text(line: &mut Vec<u8>, value: &str) {
-    for byte in value.bytes() {
-        match byte {
-            b'\\' => line.extend_from_slice(b"\\\\"),
-            b'\t' => line.extend_from_slice(b"\\t"),
-            b'\n' => line.extend_from_slice(b"\\n"),
-            b'\r' => line.extend_from_slice(b"\\r"),
-            other => line.push(other),
-        }
-    }
-    line.push(b'\t');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn timestamps_are_formatted_as_chrono_would() {
-        let samples = [
-            0,
-            1,
-            -1,
-            86_399_999_999,
-            951_782_400_000_000, // 2000-02-29
-            1_795_484_072_091_362,
-            -62_135_596_800_000_000, // 0001-01-01
-            253_402_300_799_999_999, // 9999-12-31 23:59:59.999999
-        ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let random = std::iter::repeat_with(move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 8_000_000_000_000_000) as i64 - 2_000_000_000_000_000
-        });
-        for micros in samples.into_iter().chain(random.take(10_000)) {
-            let mut line = Vec::new();
-            push_timestamp(&mut line, micros);
-            assert_eq!(
-                String::from_utf8(line).unwrap(),
-                format!("{}\t", timestamp_text(micros, 1)),
-                "{micros}"
-            );
-        }
-    }
-
-    #[test]
-    fn amounts_are_written_with_two_places() {
-        for (cents, text) in [
-            (0, "0.00"),
-            (5, "0.05"),
-            (-5, "-0.05"),
-            (123_456, "1234.56"),
-            (-100, "-1.00"),
-        ] {
-            let mut line = Vec::new();
-            push_cents(&mut line, cents);
-            assert_eq!(String::from_utf8(line).unwrap(), format!("{text}\t"));
-        }
-    }
     use crate::bronze::decode::TransactionColumns;
     use crate::event::PaymentEvent;
     use crate::source::SourceMessage;

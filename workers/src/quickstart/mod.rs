@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Days, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::bronze;
+use crate::bronze::{Lake, layout};
 use crate::faults::FaultRates;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport, count};
 use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
 use crate::sink::ChannelSink;
 use crate::source::{CommittedPositions, InProcessSource};
 use crate::storage::StorageOptions;
-use crate::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics, read_batch_record};
+use crate::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
 use crate::transform::{self, Project, TransformOptions, TransformReport};
 use crate::warehouse::EmbeddedWarehouse;
 
@@ -137,9 +137,9 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     let mut state = read_state(&state_path)?;
     let run_number = state.runs + 1;
 
-    let lake =
-        StorageOptions::local(&out.join("lake")).map_err(|e| stage("lake")(e.to_string()))?;
-    let (store, root) = lake.open().map_err(|e| stage("lake")(e.to_string()))?;
+    let lake = StorageOptions::local(&out.join("lake"))
+        .and_then(|options| Lake::open(&options))
+        .map_err(|e| stage("lake")(e.to_string()))?;
     let warehouse = EmbeddedWarehouse::start(&out.join("warehouse"))
         .map_err(|e| stage("warehouse")(e.to_string()))?;
     let pool = warehouse
@@ -177,7 +177,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     // after the last committed offset and after any batch an interrupted run wrote.
     let mut offsets = state.offsets.clone();
     for partition in 0..PARTITIONS {
-        let record = read_batch_record(store.as_ref(), &root, TOPIC, partition)
+        let record = lake
+            .read_batch_record(TOPIC, partition)
             .await
             .map_err(|e| stage("stream")(e.to_string()))?;
         if let Some(record) = record {
@@ -196,13 +197,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         max_rows: 50_000,
         ..BatchPolicy::default()
     };
-    let streamer = Streamer::new(
-        source,
-        store.clone(),
-        root.clone(),
-        policy,
-        streamer_metrics.clone(),
-    );
+    let streamer = Streamer::new(source, lake.clone(), policy, streamer_metrics.clone());
     let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
 
     let bars = crate::telemetry::multi_progress();
@@ -256,8 +251,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     load_bar.enable_steady_tick(Duration::from_millis(120));
     let loader = Loader::new(
         pool.clone(),
-        store.clone(),
-        root.clone(),
+        lake.clone(),
         LoaderConfig::default(),
         LoaderMetrics::default(),
     );
@@ -267,7 +261,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         .map_err(|failure| stage("load")(failure.error))?;
     load_bar.finish_and_clear();
     tracing::info!(
-        status = load.status,
+        status = %load.status,
         rows_loaded = load.rows_loaded,
         "loaded"
     );
@@ -289,20 +283,16 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     tracing::info!(failed = transform.failed(), "transformed");
 
     // Totals over every run, and the report.
-    let bronze_rows = bronze::stored_positions(
-        store.as_ref(),
-        &crate::bronze::layout::transactions_root(&root),
-    )
-    .await
-    .map_err(|e| stage("summary")(e.to_string()))?
-    .len();
-    let dead_letters = bronze::stored_positions(
-        store.as_ref(),
-        &root.clone().join("dead_letter").join("transactions"),
-    )
-    .await
-    .map_err(|e| stage("summary")(e.to_string()))?
-    .len();
+    let bronze_rows = lake
+        .stored_positions(layout::TRANSACTIONS_PREFIX)
+        .await
+        .map_err(|e| stage("summary")(e.to_string()))?
+        .len();
+    let dead_letters = lake
+        .stored_positions(layout::DEAD_LETTER_PREFIX)
+        .await
+        .map_err(|e| stage("summary")(e.to_string()))?
+        .len();
     let mut conn = pool
         .acquire()
         .await

@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::loader::rows::{end_copy_row, push_text};
+use crate::warehouse::copy_text::{end_copy_row, push_text};
 
 use super::project::{DataTest, Materialized, Model, Project, SEEDS_SCHEMA, Seed};
 

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod manifest_outage;
+
 /// Reads a variable of the test environment's env file, failing loudly when it is missing so
 /// that a test can never pass without the service it is meant to exercise.
 pub fn testenv_var(name: &str) -> String {
@@ -39,12 +41,9 @@ pub async fn stored_offsets(
     lake: &fintech_workers::storage::StorageOptions,
     prefix: &str,
 ) -> Vec<(i32, i64)> {
-    let (store, root) = lake.open().unwrap();
-    let folder = prefix
-        .split('/')
-        .filter(|part| !part.is_empty())
-        .fold(root, |path, part| path.join(part));
-    fintech_workers::bronze::stored_positions(store.as_ref(), &folder)
+    fintech_workers::bronze::Lake::open(lake)
+        .unwrap()
+        .stored_positions(prefix)
         .await
         .unwrap()
 }

@@ -1,6 +1,8 @@
 //! The PostgreSQL warehouse: connecting (a server, or the embedded PostgreSQL of the
 //! quickstart) and applying the migrations that ship inside the binary.
 
+pub mod copy_text;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
