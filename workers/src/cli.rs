@@ -255,6 +255,15 @@ pub struct RedriveArgs {
 
 /// Flags of `fintech transform`.
 #[derive(Debug, Args)]
+// Listing the models reads no database, so `--list` runs without a URL (the empty default
+// only fills the field; clap still demands a URL given on the command line or in the
+// environment whenever `--list` is absent).
+#[command(mut_arg("database_url", |arg| {
+    arg.required(false)
+        .required_unless_present("list")
+        .default_value("")
+        .hide_default_value(true)
+}))]
 pub struct TransformArgs {
     #[command(flatten)]
     warehouse: WarehouseOptions,

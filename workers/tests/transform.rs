@@ -375,3 +375,30 @@ async fn a_failing_data_test_makes_the_command_exit_non_zero() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("FAILED   test"), "{stdout}");
 }
+
+#[test]
+fn listing_the_models_needs_no_database() {
+    let fintech = || std::process::Command::new(env!("CARGO_BIN_EXE_fintech"));
+    let listed = fintech()
+        .args(["transform", "--list"])
+        .env_remove("FINTECH_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(stdout.contains("fact_transactions"), "{stdout}");
+
+    // Running the models still needs one.
+    let refused = fintech()
+        .arg("transform")
+        .env_remove("FINTECH_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
