@@ -18,7 +18,7 @@ use super::process::{self, fintech_binary};
 use super::report::Report;
 use super::scratch::{self, Scratch};
 use crate::storage::StorageOptions;
-use crate::transform::{self, Project, TransformOptions, TransformReport};
+use crate::transform::{self, NodeKind, NodeStatus, Project, TransformOptions, TransformReport};
 use crate::warehouse::WarehouseOptions;
 
 /// Flags of `fintech bench transform`.
@@ -180,7 +180,7 @@ fn failed_tests(report: &TransformReport) -> usize {
     report
         .nodes
         .iter()
-        .filter(|n| n.kind == "test" && n.status != "SUCCESS")
+        .filter(|n| n.kind == NodeKind::Test && n.status != NodeStatus::Success)
         .count()
 }
 

@@ -23,7 +23,7 @@ use crate::sink::ChannelSink;
 use crate::source::{CommittedPositions, InProcessSource};
 use crate::storage::StorageOptions;
 use crate::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
-use crate::transform::{self, Project, TransformOptions, TransformReport};
+use crate::transform::{self, NodeKind, NodeStatus, Project, TransformOptions, TransformReport};
 use crate::warehouse::EmbeddedWarehouse;
 
 /// Messages the in-process channel holds before the producer waits.
@@ -418,14 +418,17 @@ impl QuickstartSummary {
             .transform
             .nodes
             .iter()
-            .filter(|n| n.kind == "test")
+            .filter(|n| n.kind == NodeKind::Test)
             .collect();
-        let passed = tests.iter().filter(|n| n.status == "SUCCESS").count();
+        let passed = tests
+            .iter()
+            .filter(|n| n.status == NodeStatus::Success)
+            .count();
         text.push_str(&format!(
             "\nData tests: {passed} of {} passed\n",
             tests.len()
         ));
-        for failed in tests.iter().filter(|n| n.status != "SUCCESS") {
+        for failed in tests.iter().filter(|n| n.status != NodeStatus::Success) {
             text.push_str(&format!(
                 "  {} {}: {}\n",
                 failed.status,

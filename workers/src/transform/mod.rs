@@ -7,4 +7,4 @@ pub mod project;
 pub mod runner;
 
 pub use project::{Project, ProjectError};
-pub use runner::{TransformError, TransformOptions, TransformReport, run};
+pub use runner::{NodeKind, NodeStatus, TransformError, TransformOptions, TransformReport, run};

@@ -29,15 +29,71 @@ pub struct TransformOptions {
     pub lookback_days: u32,
 }
 
+/// What a node of the run is; the `kind` of `metadata.transform_runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    /// A CSV loaded into `seeds`.
+    Seed,
+    /// A SQL model built into its schema.
+    Model,
+    /// A data test: a query that must return no row.
+    Test,
+}
+
+impl NodeKind {
+    /// The table's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seed => "seed",
+            Self::Model => "model",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How a node ended; the `status` of `metadata.transform_runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeStatus {
+    /// Built, loaded, or (a test) no failing row.
+    Success,
+    /// An error, or (a test) failing rows.
+    Failed,
+    /// Not run because something upstream failed.
+    Skipped,
+}
+
+impl NodeStatus {
+    /// The table's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "SUCCESS",
+            Self::Failed => "FAILED",
+            Self::Skipped => "SKIPPED",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Outcome of one seed, model or test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeResult {
     /// Seed, model or test name.
     pub node: String,
-    /// `seed`, `model` or `test`.
-    pub kind: &'static str,
-    /// `SUCCESS`, `FAILED` or `SKIPPED`.
-    pub status: &'static str,
+    /// What it is.
+    pub kind: NodeKind,
+    /// How it ended.
+    pub status: NodeStatus,
     /// Rows built (models, seeds) or failing rows (tests).
     pub rows: Option<i64>,
     /// The error, or a failed test's sample rows.
@@ -56,14 +112,14 @@ pub struct TransformReport {
 impl TransformReport {
     /// Whether anything failed.
     pub fn failed(&self) -> bool {
-        self.nodes.iter().any(|n| n.status == "FAILED")
+        self.nodes.iter().any(|n| n.status == NodeStatus::Failed)
     }
 
     /// A report of what failed, naming each failed node with its error or failing rows.
     pub fn failures(&self) -> String {
         self.nodes
             .iter()
-            .filter(|n| n.status == "FAILED")
+            .filter(|n| n.status == NodeStatus::Failed)
             .map(|n| {
                 format!(
                     "{} {} failed: {}",
@@ -165,7 +221,8 @@ impl Runner<'_> {
         for seed in &project.seeds {
             let started = (Utc::now(), Instant::now());
             let outcome = self.load_seed(seed).await.into();
-            self.record(&seed.name, "seed", started, outcome).await?;
+            self.record(&seed.name, NodeKind::Seed, started, outcome)
+                .await?;
         }
         let mut broken: BTreeSet<String> = BTreeSet::new();
         for model in project.models.iter().filter(|m| selected.contains(&m.name)) {
@@ -173,14 +230,16 @@ impl Runner<'_> {
             if model.depends_on.iter().any(|d| broken.contains(d)) {
                 broken.insert(model.name.clone());
                 let outcome = Outcome::Skipped("an upstream model failed");
-                self.record(&model.name, "model", started, outcome).await?;
+                self.record(&model.name, NodeKind::Model, started, outcome)
+                    .await?;
                 continue;
             }
             let outcome: Outcome = self.build(model, options).await.into();
             if matches!(outcome, Outcome::Failed { .. }) {
                 broken.insert(model.name.clone());
             }
-            self.record(&model.name, "model", started, outcome).await?;
+            self.record(&model.name, NodeKind::Model, started, outcome)
+                .await?;
         }
         let tests = project
             .tests
@@ -190,11 +249,13 @@ impl Runner<'_> {
             let started = (Utc::now(), Instant::now());
             if test.depends_on.iter().any(|d| broken.contains(d)) {
                 let outcome = Outcome::Skipped("a model it reads failed");
-                self.record(&test.name, "test", started, outcome).await?;
+                self.record(&test.name, NodeKind::Test, started, outcome)
+                    .await?;
                 continue;
             }
             let outcome = self.check(test).await;
-            self.record(&test.name, "test", started, outcome).await?;
+            self.record(&test.name, NodeKind::Test, started, outcome)
+                .await?;
         }
         Ok(())
     }
@@ -203,21 +264,23 @@ impl Runner<'_> {
     async fn record(
         &mut self,
         node: &str,
-        kind: &'static str,
+        kind: NodeKind,
         (started_at, started): (chrono::DateTime<Utc>, Instant),
         outcome: Outcome,
     ) -> Result<(), TransformError> {
         let (status, rows, error) = match outcome {
-            Outcome::Done(rows) => ("SUCCESS", Some(rows), None),
-            Outcome::Failed { rows, error } => ("FAILED", rows, Some(error)),
-            Outcome::Skipped(reason) => ("SKIPPED", None, Some(reason.to_owned())),
+            Outcome::Done(rows) => (NodeStatus::Success, Some(rows), None),
+            Outcome::Failed { rows, error } => (NodeStatus::Failed, rows, Some(error)),
+            Outcome::Skipped(reason) => (NodeStatus::Skipped, None, Some(reason.to_owned())),
         };
+        let kind_text = kind.as_str();
         match status {
-            "FAILED" => {
-                tracing::error!(kind, node, error = error.as_deref().unwrap_or(""), "failed")
+            NodeStatus::Failed => {
+                let error = error.as_deref().unwrap_or("");
+                tracing::error!(kind = kind_text, node, error, "failed")
             }
-            "SKIPPED" => tracing::warn!(kind, node, "skipped"),
-            _ => tracing::info!(kind, node, rows, "done"),
+            NodeStatus::Skipped => tracing::warn!(kind = kind_text, node, "skipped"),
+            NodeStatus::Success => tracing::info!(kind = kind_text, node, rows, "done"),
         }
         sqlx::query(
             "insert into metadata.transform_runs \
@@ -226,8 +289,8 @@ impl Runner<'_> {
         )
         .bind(self.run_id)
         .bind(node)
-        .bind(kind)
-        .bind(status)
+        .bind(kind.as_str())
+        .bind(status.as_str())
         .bind(rows)
         .bind(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX))
         .bind(&error)
