@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks of every stage (`fintech bench <stage>`), each in a process of its own, against
+# Benchmarks of every stage (`fintech-bench <stage>`), each in a process of its own, against
 # the real services of the test environment. Prints each stage's summary and a table, and
 # writes every figure with the machine they ran on to one JSON file:
 #
@@ -39,8 +39,9 @@ for stage in "${stages[@]}"; do
 done
 
 log "building the release binary into $CARGO_TARGET_DIR"
-cargo build --release --locked -p fintech-workers
-BIN="$CARGO_TARGET_DIR/release/fintech"
+# fintech-bench runs the fintech binary beside it for the commands it measures.
+cargo build --release --locked -p fintech-workers -p fintech-bench
+BIN="$CARGO_TARGET_DIR/release/fintech-bench"
 if [[ " ${stages[*]} " == *" operator "* ]]; then
   cargo build --release --locked -p fintech-operator --bins --examples
 fi
@@ -84,7 +85,7 @@ for stage in "${stages[@]}"; do
     operator) args=() ;;
   esac
   log "stage $stage${pin:+ (pinned to core $CORE)}"
-  command=("$BIN" --log-format json bench "$stage")
+  command=("$BIN" --log-format json "$stage")
   # The operator is its own binary; its benchmark starts it against the test API server.
   [[ $stage == operator ]] && command=("$CARGO_TARGET_DIR/release/examples/apply_to_ready" --runs 20)
   "${pin[@]}" "${command[@]}" "${args[@]}" --json "$RUN_DIR/$stage.json" \

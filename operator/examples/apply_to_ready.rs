@@ -145,7 +145,7 @@ async fn measure(args: &Args, client: &Client, namespace: &str) -> anyhow::Resul
     let percentile = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
     let p95 = percentile(0.95);
-    // The same shape as the workers' `fintech bench` reports, so scripts/bench.sh collects it.
+    // The same shape as `fintech-bench`'s reports, so scripts/bench.sh collects it.
     let figures = serde_json::json!({
         "stage": "operator",
         "title": "operator: creating a FintechPipeline to all eight children present and the status written",

@@ -59,8 +59,6 @@ pub enum Command {
     /// Send dead letters through the current decoder again, after a fix; the loader then
     /// loads those that decode.
     Redrive(RedriveArgs),
-    /// Measure a stage: throughput, latency and peak memory, as a summary and as JSON.
-    Bench(fintech_workers::bench::BenchArgs),
 }
 
 impl Command {
@@ -74,7 +72,6 @@ impl Command {
             Self::Quickstart(args) => quickstart_command(args).await,
             Self::Warehouse(args) => warehouse_command(args).await,
             Self::Redrive(args) => redrive_command(args).await,
-            Self::Bench(args) => args.run().await,
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The fintech pipeline's workers. Each stage is a module; the `fintech` binary wires them
 //! to its subcommands.
 
-pub mod bench;
 pub mod bronze;
 pub mod clock;
 pub mod event;

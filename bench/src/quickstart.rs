@@ -22,7 +22,7 @@ const PHASES: [(&str, &str); 5] = [
     ("warehouse stopped", "stop the warehouse"),
 ];
 
-/// Flags of `fintech bench quickstart`.
+/// Flags of `fintech-bench quickstart`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuickstartArgs {
     /// The quickstart's folder; without it, a fresh temporary folder deleted at the end.

@@ -1,5 +1,5 @@
-//! Processes of a benchmark: this process's peak memory, and child processes (the `fintech`
-//! binary itself, running setup steps or whole commands) with their wall time and peak memory.
+//! Processes of a benchmark: this process's peak memory, and child processes (`fintech`
+//! commands, or this binary running a setup step) with their wall time and peak memory.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -76,7 +76,7 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// Its stdout parsed as the JSON object of a `fintech bench … --format json` run.
+    /// Its stdout parsed as the JSON object of a `fintech-bench … --format json` run.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_str(&self.stdout).with_context(|| {
             format!(
@@ -87,9 +87,28 @@ impl Finished {
     }
 }
 
-/// The `fintech` binary this process runs from, to start setup steps and commands with.
+/// The `fintech` binary whose commands (`produce`, `load --once`, `quickstart`) are measured or
+/// prepare a stage: `$FINTECH_BIN`, else the `fintech` beside this binary (cargo builds both
+/// into one folder).
 pub fn fintech_binary() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("finding the fintech binary to run setup steps with")
+    if let Some(path) = std::env::var_os("FINTECH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let this = bench_binary()?;
+    let beside = this.with_file_name("fintech");
+    if !beside.is_file() {
+        bail!(
+            "no fintech binary beside {}; build it with `cargo build --release -p fintech-workers`, \
+             or name one in FINTECH_BIN",
+            this.display()
+        );
+    }
+    Ok(beside)
+}
+
+/// This binary, to run a stage's setup (`fill-lake`) in a process of its own.
+pub fn bench_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the fintech-bench binary to run setup steps with")
 }
 
 /// Runs `command` to completion, sampling its peak memory while it runs. Its output goes to

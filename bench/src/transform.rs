@@ -17,11 +17,13 @@ use sqlx::PgPool;
 use super::process::{self, fintech_binary};
 use super::report::Report;
 use super::scratch::{self, Scratch};
-use crate::storage::StorageOptions;
-use crate::transform::{self, NodeKind, NodeStatus, Project, TransformOptions, TransformReport};
-use crate::warehouse::WarehouseOptions;
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::transform::{
+    self, NodeKind, NodeStatus, Project, TransformOptions, TransformReport,
+};
+use fintech_workers::warehouse::WarehouseOptions;
 
-/// Flags of `fintech bench transform`.
+/// Flags of `fintech-bench transform`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TransformArgs {
     /// The lake; the benchmark writes below a fresh prefix of it.

@@ -1,7 +1,11 @@
-//! `fintech bench`: every stage runs at tiny sizes and writes the JSON report its readers
+//! `fintech-bench`: every stage runs at tiny sizes and writes the JSON report its readers
 //! expect, with the counts it was asked for, positive rates, and its scratch data removed.
 //! No figure is held against a time here: benchmarks print figures, tests do not time them.
+//! The stages that run `fintech` commands find the binary beside `fintech-bench`, where
+//! `cargo test --workspace` builds both.
 
+// The workers' test helpers, shared rather than copied.
+#[path = "../../workers/tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
@@ -11,17 +15,17 @@ use fintech_workers::storage::StorageOptions;
 use futures::TryStreamExt;
 use serde_json::Value;
 
-/// Runs `fintech bench <args> --format json` and returns its report.
+/// Runs `fintech-bench <args> --format json` and returns its report.
 fn bench(args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_fintech"))
-        .args(["--log-format", "text", "bench", "--format", "json"])
+    let output = Command::new(env!("CARGO_BIN_EXE_fintech-bench"))
+        .args(["--log-format", "text", "--format", "json"])
         .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "fintech bench {args:?} failed:\n{stdout}\n{}",
+        "fintech-bench {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))

@@ -13,12 +13,12 @@ use arrow_array::RecordBatch;
 use chrono::{NaiveDate, Utc};
 
 use super::report::{MB, Report, Target};
-use crate::bronze::{self, decode, decode::TransactionColumns, layout};
-use crate::producer::{EventStream, ProducerMetrics};
-use crate::source::{InProcessSource, SourceMessage};
-use crate::streamer::BatchPolicy;
+use fintech_workers::bronze::{self, decode, decode::TransactionColumns, layout};
+use fintech_workers::producer::{EventStream, ProducerMetrics};
+use fintech_workers::source::{InProcessSource, SourceMessage};
+use fintech_workers::streamer::BatchPolicy;
 
-/// Flags of `fintech bench bronze`.
+/// Flags of `fintech-bench bronze`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BronzeArgs {
     /// Messages to decode and encode.
@@ -135,7 +135,7 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
         .number("messages_held_mb", held_bytes as f64 / MB, 1);
     // No memory target here: this process also holds a batch of messages and the producer's
     // settlement schedule, which a streamer does not; the streamer's own memory is measured
-    // by `fintech bench stream`.
+    // by `fintech-bench stream`.
     report
         .peak_rss()
         .target(Target::at_least("rows_per_sec", 1_000_000.0, "rows/s"));

@@ -10,13 +10,13 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use super::report::{MB, Report};
-use crate::bronze::Lake;
-use crate::bronze::layout::{self, BatchRange};
-use crate::producer::{self, EventStream, ProducerMetrics, RunLimits};
-use crate::sink::ChannelSink;
-use crate::source::{CommittedPositions, InProcessSource};
-use crate::storage::StorageOptions;
-use crate::streamer::{BatchPolicy, Streamer, StreamerMetrics};
+use fintech_workers::bronze::Lake;
+use fintech_workers::bronze::layout::{self, BatchRange};
+use fintech_workers::producer::{self, EventStream, ProducerMetrics, RunLimits};
+use fintech_workers::sink::ChannelSink;
+use fintech_workers::source::{CommittedPositions, InProcessSource};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 
 /// Messages the in-process channel holds before the producer waits, as in the quickstart.
 const CHANNEL_CAPACITY: usize = 10_000;
@@ -24,7 +24,7 @@ const CHANNEL_CAPACITY: usize = 10_000;
 /// The topic the files are written for; the loader's default.
 pub const TOPIC: &str = "transactions";
 
-/// Flags of `fintech bench fill-lake`.
+/// Flags of `fintech-bench fill-lake`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FillArgs {
     /// The lake to write into: `s3://bucket/prefix` or `file:///path`. Required, with no

@@ -18,16 +18,16 @@ use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sqlx::PgPool;
 
-use super::process::{self, fintech_binary};
+use super::process;
 use super::report::{MB, Report, Target};
 use super::scratch::{self, Scratch};
-use crate::bronze::Lake;
-use crate::loader::rows::{COPY_COLUMNS, RunRows};
-use crate::loader::{Loader, LoaderConfig, LoaderMetrics};
-use crate::storage::StorageOptions;
-use crate::warehouse::WarehouseOptions;
+use fintech_workers::bronze::Lake;
+use fintech_workers::loader::rows::{COPY_COLUMNS, RunRows};
+use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::warehouse::WarehouseOptions;
 
-/// Flags of `fintech bench load`.
+/// Flags of `fintech-bench load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// The lake; the benchmark writes below a fresh prefix of it.
@@ -93,22 +93,15 @@ pub async fn fill(
     batch_rows: u64,
     seed: u64,
 ) -> anyhow::Result<process::Finished> {
-    let mut command = Command::new(fintech_binary()?);
+    let mut command = Command::new(process::bench_binary()?);
     command
-        .args([
-            "bench",
-            "fill-lake",
-            "--format",
-            "json",
-            "--log-format",
-            "json",
-        ])
+        .args(["fill-lake", "--format", "json", "--log-format", "json"])
         .args(scratch::lake_flags(lake))
         .args(["--rows", &rows.to_string()])
         .args(["--skip", &skip.to_string()])
         .args(["--batch-rows", &batch_rows.to_string()])
         .args(["--seed", &seed.to_string()]);
-    let finished = process::run("filling the lake (fintech bench fill-lake)", command).await?;
+    let finished = process::run("filling the lake (fintech-bench fill-lake)", command).await?;
     let written = finished.json()?["rows"].as_u64().unwrap_or_default();
     if written != rows {
         bail!("the fill wrote {written} rows instead of {rows}");
@@ -297,7 +290,7 @@ fn copy_field(field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::warehouse::copy_text::push_text;
+    use fintech_workers::warehouse::copy_text::push_text;
 
     #[test]
     fn copy_fields_read_back_what_the_loader_escaped() {

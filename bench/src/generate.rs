@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 
 use super::report::Report;
-use crate::producer::{EventStream, ProducerMetrics};
-use crate::synthetic::SyntheticGenerator;
+use fintech_workers::producer::{EventStream, ProducerMetrics};
+use fintech_workers::synthetic::SyntheticGenerator;
 
-/// Flags of `fintech bench generate`.
+/// Flags of `fintech-bench generate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
     /// Messages to make.

@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 use super::process::{self, fintech_binary};
 use super::report::{MB, Report, Target};
 use super::scratch::{self, Scratch, unique_name};
-use crate::bronze::Lake;
-use crate::bronze::layout;
-use crate::kafka::{KafkaOptions, KafkaSource, LagGauge};
-use crate::source::{MessageSource, SourceError, SourceEvent};
-use crate::storage::StorageOptions;
-use crate::streamer::{BatchPolicy, Streamer, StreamerMetrics};
+use fintech_workers::bronze::Lake;
+use fintech_workers::bronze::layout;
+use fintech_workers::kafka::{KafkaOptions, KafkaSource, LagGauge};
+use fintech_workers::source::{MessageSource, SourceError, SourceEvent};
+use fintech_workers::storage::StorageOptions;
+use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 
-/// Flags of `fintech bench stream`.
+/// Flags of `fintech-bench stream`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StreamArgs {
     /// The broker; `--topic` names the prefix of the fresh topic the benchmark creates.

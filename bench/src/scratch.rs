@@ -9,8 +9,8 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use sqlx::Connection;
 
-use crate::kafka::KafkaOptions;
-use crate::storage::StorageOptions;
+use fintech_workers::kafka::KafkaOptions;
+use fintech_workers::storage::StorageOptions;
 
 /// Attempts at dropping a scratch database that is still in use.
 const DROP_ATTEMPTS: u32 = 20;
@@ -90,7 +90,12 @@ impl ScratchDatabase {
         let name = unique_name(&format!("bench_{label}")).replace('-', "_");
         let mut admin = sqlx::PgConnection::connect(server_url)
             .await
-            .with_context(|| format!("connecting to {}", crate::warehouse::redact(server_url)))?;
+            .with_context(|| {
+                format!(
+                    "connecting to {}",
+                    fintech_workers::warehouse::redact(server_url)
+                )
+            })?;
         sqlx::query(&format!("create database {name}"))
             .execute(&mut admin)
             .await
@@ -178,7 +183,7 @@ impl Scratch {
                 tracing::info!(lake = %lake.lake_url, "kept the benchmark's lake");
             }
             for database in &self.databases {
-                tracing::info!(database = %crate::warehouse::redact(&database.url), "kept the benchmark's database");
+                tracing::info!(database = %fintech_workers::warehouse::redact(&database.url), "kept the benchmark's database");
             }
             for kafka in &self.topics {
                 tracing::info!(topic = %kafka.topic, "kept the benchmark's topic");

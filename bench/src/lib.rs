@@ -1,9 +1,10 @@
-//! `fintech bench`: throughput, latency and memory of every stage, measured on the code the
+//! `fintech-bench`: throughput, latency and memory of every stage, measured on the code the
 //! pipeline runs (the real event stream, bronze encoder, streamer, loader, transform runner and
-//! quickstart), never on re-implementations of it.
+//! quickstart, through the `fintech_workers` library and the `fintech` binary), never on
+//! re-implementations of it. It is a crate of its own so that the product ships without it.
 //!
 //! Each stage prints a short summary and writes one JSON object. Peak memory is read from
-//! `/proc/self/status` and is process-wide, so each stage is its own `fintech bench` process,
+//! `/proc/self/status` and is process-wide, so each stage is its own `fintech-bench` process,
 //! and whatever a stage only needs as input (messages in Kafka, bronze files in a lake, silver
 //! rows) is made by a child process so that it does not count towards the stage's memory.
 //! Nothing here asserts on time: figures are held against the targets of the benchmark issue
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::producer::StreamConfig;
+use fintech_workers::producer::StreamConfig;
 
 pub use report::{Bound, Report, Target};
 
@@ -53,7 +54,7 @@ pub fn stream_config(seed: u64) -> StreamConfig {
     }
 }
 
-/// Flags of `fintech bench`.
+/// Flags of `fintech-bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Also write the figures as one JSON object to this file.
@@ -70,7 +71,7 @@ pub struct BenchArgs {
     pub stage: Stage,
 }
 
-/// What `fintech bench` prints on stdout.
+/// What `fintech-bench` prints on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     /// A short human-readable summary.
