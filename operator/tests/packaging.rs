@@ -380,8 +380,20 @@ fn both_images_share_every_build_stage_so_the_workspace_compiles_once() {
             .map(|(_, arguments)| arguments.clone())
             .collect::<Vec<_>>()
     };
-    // The dependency layer and the build must cover the same packages (the whole workspace),
-    // or cargo recompiles dependencies whose features differ.
+    // The dependency layer and the build must cover the same packages (the whole workspace)
+    // with the same feature flags, or cargo recompiles dependencies whose features differ.
+    let feature_flags = |command: &str| -> Vec<String> {
+        command
+            .split_whitespace()
+            .filter(|word| word.contains("feature"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        feature_flags(&runs("cargo chef cook")[0]),
+        feature_flags(&runs("cargo build")[0]),
+        "the dependency layer and the build select different features"
+    );
     for command in [runs("cargo chef cook"), runs("cargo build")] {
         assert_eq!(
             command.len(),

@@ -18,6 +18,7 @@ use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
 use fintech_workers::producer::{
     self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
 };
+#[cfg(feature = "embedded")]
 use fintech_workers::quickstart::{self, QuickstartConfig};
 use fintech_workers::redrive::{self, RedriveOptions};
 use fintech_workers::shutdown;
@@ -26,7 +27,9 @@ use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use fintech_workers::telemetry::{self, LogFormat};
 use fintech_workers::transform::{self, Project, TransformOptions};
-use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
+#[cfg(feature = "embedded")]
+use fintech_workers::warehouse::EmbeddedWarehouse;
+use fintech_workers::warehouse::WarehouseOptions;
 
 /// The fintech payment-analytics pipeline.
 #[derive(Debug, Parser)]
@@ -53,8 +56,10 @@ pub enum Command {
     /// Build the gold tables from silver with the SQL models, then run the data tests.
     Transform(TransformArgs),
     /// Run the whole pipeline in this process on embedded parts: nothing to install.
+    #[cfg(feature = "embedded")]
     Quickstart(QuickstartArgs),
     /// Serve the quickstart's embedded warehouse on a local port, for psql or any client.
+    #[cfg(feature = "embedded")]
     Warehouse(WarehouseArgs),
     /// Send dead letters through the current decoder again, after a fix; the loader then
     /// loads those that decode.
@@ -69,7 +74,9 @@ impl Command {
             Self::Stream(args) => stream(args).await,
             Self::Load(args) => load(args).await,
             Self::Transform(args) => transform_command(args).await,
+            #[cfg(feature = "embedded")]
             Self::Quickstart(args) => quickstart_command(args).await,
+            #[cfg(feature = "embedded")]
             Self::Warehouse(args) => warehouse_command(args).await,
             Self::Redrive(args) => redrive_command(args).await,
         }
@@ -288,6 +295,7 @@ pub struct TransformArgs {
 }
 
 /// Flags of `fintech quickstart`.
+#[cfg(feature = "embedded")]
 #[derive(Debug, Args)]
 pub struct QuickstartArgs {
     /// Folder for the lake, the embedded warehouse and the report; a second run on the same
@@ -337,6 +345,7 @@ pub struct QuickstartArgs {
 }
 
 /// Flags of `fintech warehouse`.
+#[cfg(feature = "embedded")]
 #[derive(Debug, Args)]
 pub struct WarehouseArgs {
     /// The quickstart's folder.
@@ -673,6 +682,7 @@ async fn transform_command(args: TransformArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "embedded")]
 async fn quickstart_command(args: QuickstartArgs) -> anyhow::Result<()> {
     let config = QuickstartConfig {
         out: args.out,
@@ -697,6 +707,7 @@ async fn quickstart_command(args: QuickstartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "embedded")]
 async fn warehouse_command(args: WarehouseArgs) -> anyhow::Result<()> {
     let folder = args.out.join("warehouse");
     if !folder.exists() {

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod kaggle;
 pub mod loader;
 pub mod producer;
+#[cfg(feature = "embedded")]
 pub mod quickstart;
 pub mod redrive;
 pub mod settlement;
