@@ -75,13 +75,14 @@ async fn the_operator_binary_serves_health_and_metrics_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "timed out waiting for a status");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A missing Secret is reported in the status, not as a failed reconcile.
-    let (code, body) = fintech_status_server::http_get(port, "/metrics").unwrap();
-    assert_eq!(code, 200);
-    assert!(
-        body.contains(r#"fintech_operator_reconciles_total{result="ok"}"#),
-        "{body}"
-    );
+    // A missing Secret is reported in the status, not as a failed reconcile. The status is
+    // written during the reconcile and the counter counted after it, so wait for the count.
+    wait_for("a successful reconcile in /metrics", || {
+        fintech_status_server::http_get(port, "/metrics").is_ok_and(|(code, body)| {
+            code == 200 && body.contains(r#"fintech_operator_reconciles_total{result="ok"}"#)
+        })
+    });
+    let (_, body) = fintech_status_server::http_get(port, "/metrics").unwrap();
     assert!(body.contains("fintech_operator_reconcile_duration_seconds_bucket"));
 
     let pid = operator.id().to_string();
