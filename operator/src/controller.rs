@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::children::{self, FIELD_MANAGER, Worker};
-use crate::crd::FintechPipeline;
+use crate::crd::{FintechPipeline, JobResult, Phase};
 use crate::metrics::Metrics;
 use crate::status::{self, Availability, Observed};
 
@@ -246,13 +246,10 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         .transform
         .as_ref()
         .and_then(|t| t.last_job.as_ref());
-    if transform.last_job_result.as_deref() == Some("Failed")
+    if transform.last_job_result == Some(JobResult::Failed)
         && (previous_job != transform.last_job.as_ref()
-            || previous
-                .transform
-                .as_ref()
-                .and_then(|t| t.last_job_result.as_deref())
-                != Some("Failed"))
+            || previous.transform.as_ref().and_then(|t| t.last_job_result)
+                != Some(JobResult::Failed))
     {
         let job = transform.last_job.clone().unwrap_or_default();
         let note = format!("transform Job {job} failed; `kubectl logs job/{job}` shows why");
@@ -296,11 +293,8 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         .await
         .map_err(Error::PatchStatus)?;
     if status.phase != previous.phase {
-        let note = format!(
-            "phase {} -> {}",
-            previous.phase.as_deref().unwrap_or("none"),
-            status.phase.as_deref().unwrap_or("none")
-        );
+        let name = |phase: Option<Phase>| phase.map_or("none", Phase::as_str);
+        let note = format!("phase {} -> {}", name(previous.phase), name(status.phase));
         publish(
             ctx,
             pipeline,

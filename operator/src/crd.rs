@@ -271,7 +271,7 @@ pub struct FintechPipelineStatus {
     pub observed_generation: Option<i64>,
     /// Pending, Running, Degraded, Suspended or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<Phase>,
     /// Ready components out of desired, e.g. `3/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_components: Option<String>,
@@ -281,6 +281,79 @@ pub struct FintechPipelineStatus {
     /// Schedule and success times of the transforms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformStatus>,
+}
+
+/// Where a pipeline stands: `status.phase`, the `Phase` printer column and the Ready
+/// condition's reason. [`crate::status::compute`] picks the first that applies in the order
+/// Failed, Suspended, Running, Pending, Degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+// Keeps this doc out of the CRD: for an optional enum field kube would put it in place of
+// the field's own description.
+#[schemars(description = "")]
+pub enum Phase {
+    /// Some worker has fewer ready pods than it wants and no worker has a ready pod yet,
+    /// e.g. right after creation or while images pull.
+    Pending,
+    /// Every worker has as many ready pods as it wants (wanting none counts).
+    Running,
+    /// Some pods are ready, but some worker has fewer ready pods than it wants.
+    Degraded,
+    /// `spec.suspend` is set (and no Secret is missing): every worker is scaled to zero and
+    /// the transform schedule is suspended.
+    Suspended,
+    /// A Secret the spec names is missing or lacks a key; the pods cannot start until it
+    /// exists. Takes precedence over every other phase.
+    Failed,
+}
+
+impl Phase {
+    /// The name written to `status.phase` and the Ready condition's reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Degraded => "Degraded",
+            Self::Suspended => "Suspended",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// How a transform Job is doing: `status.transform.lastJobResult`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+// Keeps this doc out of the CRD: for an optional enum field kube would put it in place of
+// the field's own description.
+#[schemars(description = "")]
+pub enum JobResult {
+    /// Neither finished condition holds yet: the Job is pending, running or retrying.
+    Running,
+    /// The Job has the `Complete` or `SuccessCriteriaMet` condition.
+    Succeeded,
+    /// The Job has the `Failed` or `FailureTarget` condition (and no success condition).
+    Failed,
+}
+
+impl JobResult {
+    /// The name written to `status.transform.lastJobResult`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "Running",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for JobResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// The transforms' last runs.
@@ -298,7 +371,7 @@ pub struct TransformStatus {
     pub last_job: Option<String>,
     /// Running, Succeeded or Failed: how that Job is doing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_job_result: Option<String>,
+    pub last_job_result: Option<JobResult>,
     /// The token of the last manual run requested with the `fintech.io/run-transform`
     /// annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -467,6 +540,43 @@ mod tests {
         assert_eq!(spec.streamer.replicas, 1);
         assert_eq!(spec.transform.schedule, "0 2 * * *");
         assert!(spec.producer.enabled && !spec.suspend);
+    }
+
+    #[test]
+    fn phases_and_job_results_keep_their_wire_text() {
+        let phases = [
+            Phase::Pending,
+            Phase::Running,
+            Phase::Degraded,
+            Phase::Suspended,
+            Phase::Failed,
+        ];
+        assert_eq!(
+            serde_json::to_string(&phases).unwrap(),
+            r#"["Pending","Running","Degraded","Suspended","Failed"]"#
+        );
+        let results = [JobResult::Running, JobResult::Succeeded, JobResult::Failed];
+        assert_eq!(
+            serde_json::to_string(&results).unwrap(),
+            r#"["Running","Succeeded","Failed"]"#
+        );
+        for phase in phases {
+            assert_eq!(phase.to_string(), phase.as_str());
+        }
+        for result in results {
+            assert_eq!(result.to_string(), result.as_str());
+        }
+        assert_eq!(format!("[{:>9}]", Phase::Running), "[  Running]");
+        assert_eq!(format!("[{:<8}]", JobResult::Failed), "[Failed  ]");
+        // A status written before the enums reads back unchanged.
+        let written = r#"{"phase":"Degraded","transform":{"lastJobResult":"Succeeded"}}"#;
+        let status: FintechPipelineStatus = serde_json::from_str(written).unwrap();
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(
+            status.transform.as_ref().and_then(|t| t.last_job_result),
+            Some(JobResult::Succeeded)
+        );
+        assert_eq!(serde_json::to_string(&status).unwrap(), written);
     }
 
     #[test]

@@ -5,7 +5,43 @@ use k8s_openapi::api::batch::v1::{CronJobStatus, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{FintechPipeline, FintechPipelineStatus, TransformStatus};
+use crate::children::Worker;
+use crate::crd::{FintechPipeline, FintechPipelineStatus, JobResult, Phase, TransformStatus};
+
+/// The `status` of a Kubernetes condition (the pipeline's own and its Jobs'), as the API
+/// spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Whoever owns the condition cannot tell. The operator never writes it, and a Job
+    /// condition in this state does not count as holding.
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// The text of a condition's `status` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    /// Whether `status`, as read from the API, is this one.
+    pub fn is(self, status: &str) -> bool {
+        status == self.as_str()
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(holds: bool) -> Self {
+        if holds { Self::True } else { Self::False }
+    }
+}
 
 /// Ready and desired replicas of one worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,7 +85,7 @@ fn condition(
 ) -> Condition {
     Condition {
         type_: kind.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
+        status: ConditionStatus::from(ok).as_str().to_owned(),
         reason: reason.to_owned(),
         message,
         observed_generation: generation,
@@ -67,13 +103,14 @@ pub fn compute(
     let generation = pipeline.metadata.generation;
     let now = Time(now);
     let workers = [
-        ("ProducerAvailable", "producer", observed.producer),
-        ("StreamerAvailable", "streamer", observed.streamer),
-        ("LoaderAvailable", "loader", observed.loader),
+        ("ProducerAvailable", Worker::Producer, observed.producer),
+        ("StreamerAvailable", Worker::Streamer, observed.streamer),
+        ("LoaderAvailable", Worker::Loader, observed.loader),
     ];
     let mut conditions: Vec<Condition> = workers
         .iter()
-        .map(|(kind, name, a)| {
+        .map(|(kind, worker, a)| {
+            let name = worker.as_str();
             let mut message = format!("{}/{} {name} pods ready", a.ready, a.desired);
             let mut reason = if a.available() {
                 "Available"
@@ -81,7 +118,7 @@ pub fn compute(
                 "PodsNotReady"
             };
             let partitions = pipeline.spec.kafka.partitions;
-            if *name == "streamer" && a.desired > partitions {
+            if *worker == Worker::Streamer && a.desired > partitions {
                 // Kafka gives each partition to one consumer of the group, so the rest idle.
                 message.push_str(&format!(
                     "; {} idle: {} replicas for {partitions} Kafka partitions, lower \
@@ -114,20 +151,20 @@ pub fn compute(
         .count();
     let wanted_workers = workers.iter().filter(|(_, _, a)| a.desired > 0).count();
     let phase = if !observed.missing_secrets.is_empty() {
-        "Failed"
+        Phase::Failed
     } else if pipeline.spec.suspend {
-        "Suspended"
+        Phase::Suspended
     } else if all_available {
-        "Running"
+        Phase::Running
     } else if workers.iter().all(|(_, _, a)| a.ready == 0) {
-        "Pending"
+        Phase::Pending
     } else {
-        "Degraded"
+        Phase::Degraded
     };
     let namespace = pipeline.metadata.namespace.as_deref().unwrap_or("default");
     let (reason, message) = if observed.missing_secrets.is_empty() {
         (
-            phase.to_owned(),
+            phase.as_str().to_owned(),
             format!("{ready_workers}/{wanted_workers} components ready"),
         )
     } else {
@@ -151,31 +188,31 @@ pub fn compute(
         .unwrap_or_default();
     FintechPipelineStatus {
         observed_generation: generation,
-        phase: Some(phase.to_owned()),
+        phase: Some(phase),
         ready_components: Some(format!("{ready_workers}/{wanted_workers}")),
         conditions: merge_conditions(previous, conditions),
         transform: Some(observed.transform.clone()),
     }
 }
 
-/// How a Job is doing: `Succeeded`, `Failed` or `Running`.
-fn job_result(job: &Job) -> &'static str {
+/// How a Job is doing, from its conditions.
+fn job_result(job: &Job) -> JobResult {
     let holds = |kinds: &[&str]| {
         job.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|conditions| {
-                conditions
-                    .iter()
-                    .any(|c| kinds.contains(&c.type_.as_str()) && c.status == "True")
+                conditions.iter().any(|c| {
+                    kinds.contains(&c.type_.as_str()) && ConditionStatus::True.is(&c.status)
+                })
             })
     };
     if holds(&["Complete", "SuccessCriteriaMet"]) {
-        "Succeeded"
+        JobResult::Succeeded
     } else if holds(&["Failed", "FailureTarget"]) {
-        "Failed"
+        JobResult::Failed
     } else {
-        "Running"
+        JobResult::Running
     }
 }
 
@@ -193,7 +230,7 @@ pub fn transform_runs(cron: &CronJobStatus, jobs: &[Job]) -> TransformStatus {
     // A manual run's success counts too; the CronJob only knows the Jobs it started.
     let succeeded = jobs
         .iter()
-        .filter(|job| job_result(job) == "Succeeded")
+        .filter(|job| job_result(job) == JobResult::Succeeded)
         .filter_map(|job| job.status.as_ref()?.completion_time.clone())
         .map(|t| t.0);
     let last_success = cron
@@ -207,7 +244,7 @@ pub fn transform_runs(cron: &CronJobStatus, jobs: &[Job]) -> TransformStatus {
         last_schedule_time: cron.last_schedule_time.as_ref().map(|t| t.0.to_string()),
         last_successful_time: last_success.map(|t| t.to_string()),
         last_job: last.and_then(|job| job.metadata.name.clone()),
-        last_job_result: last.map(|job| job_result(job).to_owned()),
+        last_job_result: last.map(job_result),
         ..TransformStatus::default()
     }
 }
@@ -244,6 +281,13 @@ mod tests {
     }
 
     #[test]
+    fn condition_statuses_keep_the_api_spelling() {
+        assert_eq!(ConditionStatus::from(true).as_str(), "True");
+        assert_eq!(ConditionStatus::from(false).as_str(), "False");
+        assert!(ConditionStatus::True.is("True") && !ConditionStatus::True.is("Unknown"));
+    }
+
+    #[test]
     fn phases_follow_the_workers() {
         let p = pipeline("{}");
         let now = Timestamp::UNIX_EPOCH;
@@ -263,15 +307,12 @@ mod tests {
             cron_job_present: true,
             ..Observed::default()
         };
-        assert_eq!(compute(&p, &pending, now).phase.as_deref(), Some("Pending"));
+        assert_eq!(compute(&p, &pending, now).phase, Some(Phase::Pending));
         let degraded = Observed {
             producer: ready(1),
             ..pending.clone()
         };
-        assert_eq!(
-            compute(&p, &degraded, now).phase.as_deref(),
-            Some("Degraded")
-        );
+        assert_eq!(compute(&p, &degraded, now).phase, Some(Phase::Degraded));
         let running = Observed {
             producer: ready(1),
             streamer: ready(1),
@@ -279,7 +320,7 @@ mod tests {
             ..pending.clone()
         };
         let status = compute(&p, &running, now);
-        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.phase, Some(Phase::Running));
         assert_eq!(status.ready_components.as_deref(), Some("3/3"));
         assert_eq!(status.observed_generation, Some(4));
         assert!(
@@ -297,13 +338,13 @@ mod tests {
             },
             now,
         );
-        assert_eq!(status.phase.as_deref(), Some("Suspended"));
+        assert_eq!(status.phase, Some(Phase::Suspended));
         let scheduled = status
             .conditions
             .iter()
             .find(|c| c.type_ == "TransformScheduled")
             .unwrap();
-        assert_eq!(scheduled.status, "False");
+        assert_eq!(scheduled.status, ConditionStatus::False.as_str());
     }
 
     #[test]
@@ -322,7 +363,7 @@ mod tests {
             .iter()
             .find(|c| c.type_ == "StreamerAvailable")
             .unwrap();
-        assert_eq!(streamer.status, "True");
+        assert_eq!(streamer.status, ConditionStatus::True.as_str());
         assert_eq!(streamer.reason, "MoreReplicasThanPartitions");
         assert!(
             streamer
@@ -331,7 +372,7 @@ mod tests {
             "{}",
             streamer.message
         );
-        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.phase, Some(Phase::Running));
     }
 
     fn job(name: &str, started: i64, condition: Option<&str>, completed: Option<i64>) -> Job {
@@ -344,7 +385,7 @@ mod tests {
             conditions: condition.map(|kind| {
                 vec![k8s_openapi::api::batch::v1::JobCondition {
                     type_: kind.to_owned(),
-                    status: "True".to_owned(),
+                    status: ConditionStatus::True.as_str().to_owned(),
                     ..Default::default()
                 }]
             }),
@@ -367,7 +408,7 @@ mod tests {
         ];
         let runs = transform_runs(&cron, &jobs);
         assert_eq!(runs.last_job.as_deref(), Some("demo-transform-2"));
-        assert_eq!(runs.last_job_result.as_deref(), Some("Failed"));
+        assert_eq!(runs.last_job_result, Some(JobResult::Failed));
         assert_eq!(
             runs.last_successful_time.as_deref(),
             Some("1970-01-01T00:04:20Z"),
@@ -378,7 +419,7 @@ mod tests {
             Some("1970-01-01T00:01:40Z")
         );
         let running = transform_runs(&CronJobStatus::default(), &[job("j", 5, None, None)]);
-        assert_eq!(running.last_job_result.as_deref(), Some("Running"));
+        assert_eq!(running.last_job_result, Some(JobResult::Running));
         assert_eq!(running.last_successful_time, None);
         assert_eq!(
             transform_runs(&CronJobStatus::default(), &[]),
@@ -395,7 +436,7 @@ mod tests {
             ..Observed::default()
         };
         let status = compute(&p, &observed, Timestamp::UNIX_EPOCH);
-        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        assert_eq!(status.phase, Some(Phase::Failed));
         let ready = &status.conditions[0];
         assert_eq!(
             (
@@ -403,7 +444,7 @@ mod tests {
                 ready.status.as_str(),
                 ready.reason.as_str()
             ),
-            ("Ready", "False", "SecretMissing")
+            ("Ready", ConditionStatus::False.as_str(), "SecretMissing")
         );
         assert!(
             ready

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{create_namespace, testenv_var};
 use fintech_operator::controller::Context;
-use fintech_operator::crd::FintechPipeline;
+use fintech_operator::crd::{FintechPipeline, JobResult, Phase};
 use fintech_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -97,7 +97,7 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
     })
     .await;
     let status = pipelines.get("demo").await.unwrap().status.unwrap();
-    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.phase, Some(Phase::Failed));
     let message = &status.conditions[0].message;
     assert!(
         message.contains("Secret fintech-postgres with key(s) url"),
@@ -131,14 +131,14 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
     // With them, every child exists, owned by the pipeline, and the phase is Pending.
     eventually("the Secrets noticed", || async {
         let status = pipelines.get("demo").await.unwrap().status;
-        status.and_then(|s| s.phase).as_deref() == Some("Pending")
+        status.and_then(|s| s.phase) == Some(Phase::Pending)
     })
     .await;
     let pipeline = pipelines.get("demo").await.unwrap();
     let status = pipeline.status.unwrap();
     assert_eq!(
-        status.phase.as_deref(),
-        Some("Pending"),
+        status.phase,
+        Some(Phase::Pending),
         "no kubelet runs, so no pod is ready"
     );
     assert_eq!(status.ready_components.as_deref(), Some("0/3"));
@@ -322,8 +322,8 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         .unwrap();
     assert_eq!(transform.last_job, manual[0].metadata.name);
     assert_eq!(
-        transform.last_job_result.as_deref(),
-        Some("Running"),
+        transform.last_job_result,
+        Some(JobResult::Running),
         "no kubelet runs the Job's pod"
     );
 
@@ -364,7 +364,7 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
             .unwrap()
             .status
             .and_then(|s| s.phase);
-        zero && suspended && phase.as_deref() == Some("Suspended")
+        zero && suspended && phase == Some(Phase::Suspended)
     })
     .await;
 
