@@ -323,6 +323,32 @@ async fn scenario(options: WarehouseOptions) {
         "{failures}"
     );
     assert!(failures.contains("\"transaction_id\":\"T2\""), "{failures}");
+
+    // A model that cannot be built names what was being done and keeps the database's
+    // reason, in the report and in metadata.transform_runs alike.
+    let broken_model = Project::from_files(vec![(
+        "models/staging/stg_broken.sql".to_owned(),
+        "select * from raw.no_such_table".to_owned(),
+    )])
+    .unwrap();
+    let report = run(&pool, &broken_model, false).await;
+    let failures = report.failures();
+    assert!(
+        failures.contains(
+            "model staging.stg_broken failed: database operation failed while creating the \
+             view (model staging.stg_broken): "
+        ),
+        "{failures}"
+    );
+    assert!(failures.contains("no_such_table"), "{failures}");
+    let recorded: Option<String> = sqlx::query_scalar(
+        "select error from metadata.transform_runs where run_id = $1 and node = 'staging.stg_broken'",
+    )
+    .bind(report.run_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, report.nodes[0].error);
     pool.close().await;
 }
 

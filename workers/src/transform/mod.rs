@@ -7,4 +7,6 @@ pub mod project;
 pub mod runner;
 
 pub use project::{Project, ProjectError};
-pub use runner::{NodeKind, NodeStatus, TransformError, TransformOptions, TransformReport, run};
+pub use runner::{
+    NodeError, NodeKind, NodeStatus, TransformError, TransformOptions, TransformReport, run,
+};

@@ -32,9 +32,27 @@ pub const SEEDS_SCHEMA: &str = "seeds";
 /// Model layers, in the order they may depend on each other.
 const LAYERS: [&str; 3] = ["staging", "intermediate", "marts"];
 
-/// Errors in the project itself.
+/// Errors in the project itself, found before anything runs.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
+    /// The project folder or one of its subfolders cannot be listed. A missing folder is an
+    /// error rather than an empty project, which would run nothing and report success.
+    #[error("cannot read the project folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The folder exists but holds no model, most likely because it is not laid out like `sql/`.
+    #[error(
+        "{path} holds no model; models are files models/<layer>/<name>.sql, the layers being {}",
+        LAYERS.join(", ")
+    )]
+    NoModels {
+        /// The folder.
+        path: String,
+    },
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -43,6 +61,23 @@ pub enum ProjectError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file name or header names something that is not a plain SQL identifier; generated
+    /// SQL places these names as they are, so anything else could inject SQL.
+    #[error("{file}: {name:?} is not a lower-case SQL identifier")]
+    Identifier {
+        /// The file that holds the name.
+        file: String,
+        /// The name.
+        name: String,
+    },
+    /// A header names a model without its schema.
+    #[error("{file}: {name:?} is not a schema-qualified model name")]
+    QualifiedName {
+        /// The model's file.
+        file: String,
+        /// The name.
+        name: String,
+    },
     /// A header line is not understood.
     #[error("{file}: {message}")]
     Header {
@@ -50,6 +85,28 @@ pub enum ProjectError {
         file: String,
         /// What is wrong.
         message: String,
+    },
+    /// A `relationships` test names a model or seed the project does not have; caught here
+    /// rather than as a failing test at the end of a run.
+    #[error(
+        "{file}: the relationships test refers to {model}, which is not a model or seed of the project"
+    )]
+    UnknownReference {
+        /// The model's file.
+        file: String,
+        /// The relation it names.
+        model: String,
+    },
+    /// Two seeds, models or tests share a name. A run records each node under its name
+    /// (the key of `metadata.transform_runs`), so the second one would abort the run.
+    #[error("{first} and {second} both define {name:?}; seed, model and test names must be unique")]
+    DuplicateName {
+        /// The name.
+        name: String,
+        /// The file of the first definition.
+        first: String,
+        /// The file of the second.
+        second: String,
     },
     /// The models depend on each other in a circle.
     #[error("models depend on each other in a cycle: {0}")]
@@ -170,18 +227,28 @@ impl Project {
         Self::from_files(embedded_files())
     }
 
-    /// The project in a folder laid out like `sql/` (for development).
+    /// The project in a folder laid out like `sql/` (for development). `seeds/`, `tests/`
+    /// and any layer may be left out, but the folder itself must exist and hold a model.
     pub fn from_folder(folder: &Path) -> Result<Self, ProjectError> {
+        let unreadable = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ProjectError::Folder { path, source }
+        };
+        std::fs::read_dir(folder).map_err(unreadable(folder))?;
         let mut files = Vec::new();
         let folders = ["seeds", "tests"]
             .into_iter()
             .map(str::to_owned)
             .chain(LAYERS.iter().map(|layer| format!("models/{layer}")));
         for relative in folders {
-            let Ok(entries) = std::fs::read_dir(folder.join(&relative)) else {
-                continue;
+            let subfolder = folder.join(&relative);
+            let entries = match std::fs::read_dir(&subfolder) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(unreadable(&subfolder)(error)),
             };
-            for entry in entries.flatten() {
+            for entry in entries {
+                let entry = entry.map_err(unreadable(&subfolder))?;
                 let path = entry.path();
                 let text = std::fs::read_to_string(&path).map_err(|source| ProjectError::Read {
                     path: path.display().to_string(),
@@ -191,48 +258,70 @@ impl Project {
                 files.push((format!("{relative}/{name}"), text));
             }
         }
-        Self::from_files(files)
+        let project = Self::from_files(files)?;
+        if project.models.is_empty() {
+            return Err(ProjectError::NoModels {
+                path: folder.display().to_string(),
+            });
+        }
+        Ok(project)
     }
 
     /// Builds the project from (relative path, text) pairs.
     pub fn from_files(files: Vec<(String, String)>) -> Result<Self, ProjectError> {
-        let mut seeds = Vec::new();
-        let mut models = Vec::new();
-        let mut custom_tests = Vec::new();
+        // Each node with the file that defines it, for the errors that name both files.
+        let mut seeds: Vec<(String, Seed)> = Vec::new();
+        let mut models: Vec<(String, Model)> = Vec::new();
+        let mut custom_tests: Vec<(String, DataTest)> = Vec::new();
         for (path, text) in files {
             let parts: Vec<&str> = path.split('/').collect();
             match parts.as_slice() {
-                ["seeds", file] if file.ends_with(".csv") => seeds.push(Seed {
-                    name: identifier(&path, file.trim_end_matches(".csv"))?,
-                    csv: text,
-                }),
-                ["models", layer, file] if file.ends_with(".sql") && LAYERS.contains(layer) => {
-                    models.push(parse_model(
-                        &path,
-                        layer,
-                        file.trim_end_matches(".sql"),
-                        &text,
-                    )?);
+                ["seeds", file] if file.ends_with(".csv") => {
+                    let seed = Seed {
+                        name: identifier(&path, file.trim_end_matches(".csv"))?,
+                        csv: text,
+                    };
+                    seeds.push((path, seed));
                 }
-                ["tests", file] if file.ends_with(".sql") => custom_tests.push(DataTest {
-                    name: identifier(&path, file.trim_end_matches(".sql"))?,
-                    sql: text,
-                    depends_on: BTreeSet::new(),
-                }),
+                ["models", layer, file] if file.ends_with(".sql") && LAYERS.contains(layer) => {
+                    let model = parse_model(&path, layer, file.trim_end_matches(".sql"), &text)?;
+                    models.push((path, model));
+                }
+                ["tests", file] if file.ends_with(".sql") => {
+                    let test = DataTest {
+                        name: identifier(&path, file.trim_end_matches(".sql"))?,
+                        sql: text,
+                        depends_on: BTreeSet::new(),
+                    };
+                    custom_tests.push((path, test));
+                }
                 _ => {}
             }
         }
-        seeds.sort_by(|a, b| a.name.cmp(&b.name));
-        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-        for model in &mut models {
+        let names: Vec<String> = models.iter().map(|(_, m)| m.name.clone()).collect();
+        check_references(&models, &seeds, &names)?;
+        for (_, model) in &mut models {
             model.depends_on = references(&model.sql, &names, Some(&model.name));
         }
-        let models = order(models)?;
-        let mut tests: Vec<DataTest> = models.iter().flat_map(generic_tests).collect();
-        for mut test in custom_tests {
+        let mut tests: Vec<(String, DataTest)> = models
+            .iter()
+            .flat_map(|(path, model)| generic_tests(model).into_iter().map(|t| (path.clone(), t)))
+            .collect();
+        for (path, mut test) in custom_tests {
             test.depends_on = references(&test.sql, &names, None);
-            tests.push(test);
+            tests.push((path, test));
         }
+        check_unique(
+            seeds
+                .iter()
+                .map(|(path, s)| (path, &s.name))
+                .chain(models.iter().map(|(path, m)| (path, &m.name)))
+                .chain(tests.iter().map(|(path, t)| (path, &t.name))),
+        )?;
+        let models = order(models.into_iter().map(|(_, m)| m).collect())?;
+        let mut seeds: Vec<Seed> = seeds.into_iter().map(|(_, s)| s).collect();
+        seeds.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tests: Vec<DataTest> = tests.into_iter().map(|(_, t)| t).collect();
         tests.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self {
             seeds,
@@ -310,9 +399,9 @@ fn collect_embedded(dir: &Dir<'_>, files: &mut Vec<(String, String)>) {
 fn identifier(file: &str, name: &str) -> Result<String, ProjectError> {
     plain_identifier(name)
         .map(str::to_owned)
-        .ok_or_else(|| ProjectError::Header {
+        .ok_or_else(|| ProjectError::Identifier {
             file: file.to_owned(),
-            message: format!("{name:?} is not a lower-case SQL identifier"),
+            name: name.to_owned(),
         })
 }
 
@@ -323,11 +412,60 @@ fn qualified(file: &str, name: &str) -> Result<String, ProjectError> {
             identifier(file, schema)?,
             identifier(file, table)?
         )),
-        None => Err(ProjectError::Header {
+        None => Err(ProjectError::QualifiedName {
             file: file.to_owned(),
-            message: format!("{name:?} is not a schema-qualified model name"),
+            name: name.to_owned(),
         }),
     }
+}
+
+/// Checks that every `relationships` test that names a relation in a schema of the project
+/// (a layer or the seeds) names one the project has. Relations in other schemas are sources
+/// such as `raw.transactions`, which only the warehouse knows.
+fn check_references(
+    models: &[(String, Model)],
+    seeds: &[(String, Seed)],
+    model_names: &[String],
+) -> Result<(), ProjectError> {
+    let known = |relation: &str| {
+        model_names.iter().any(|name| name == relation)
+            || relation.split_once('.').is_some_and(|(schema, table)| {
+                schema == SEEDS_SCHEMA && seeds.iter().any(|(_, seed)| seed.name == table)
+            })
+    };
+    for (path, model) in models {
+        for test in &model.tests {
+            let GenericTest::Relationships { to_model, .. } = test else {
+                continue;
+            };
+            let schema = to_model.split('.').next().unwrap_or_default();
+            let ours = schema == SEEDS_SCHEMA || LAYERS.contains(&schema);
+            if ours && !known(to_model) {
+                return Err(ProjectError::UnknownReference {
+                    file: path.clone(),
+                    model: to_model.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no two nodes, given as (file, name), share a name.
+fn check_unique<'a>(
+    nodes: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<(), ProjectError> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (file, name) in nodes {
+        if let Some(first) = seen.insert(name, file) {
+            return Err(ProjectError::DuplicateName {
+                name: name.clone(),
+                first: first.to_owned(),
+                second: file.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn parse_model(path: &str, layer: &str, stem: &str, text: &str) -> Result<Model, ProjectError> {
@@ -613,6 +751,92 @@ mod tests {
             "-- test: not_null x; drop table y\nselect 1",
         )]);
         assert!(injection.is_err());
+    }
+
+    #[test]
+    fn names_its_errors_precisely() {
+        let bad_name = Project::from_files(vec![file("models/staging/Bad.sql", "select 1")]);
+        assert!(
+            matches!(&bad_name, Err(ProjectError::Identifier { file, name }) if file == "models/staging/Bad.sql" && name == "Bad"),
+            "{bad_name:?}"
+        );
+        let unqualified = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            "-- test: relationships x dim_b y\nselect 1 as x",
+        )]);
+        assert!(
+            matches!(&unqualified, Err(ProjectError::QualifiedName { name, .. }) if name == "dim_b"),
+            "{unqualified:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_relationships_to_relations_the_project_lacks() {
+        let relationships = |to: &str| {
+            Project::from_files(vec![
+                file(
+                    "models/marts/a.sql",
+                    &format!("-- test: relationships x {to} y\nselect 1 as x"),
+                ),
+                file("models/marts/b.sql", "select 1 as y"),
+                file("seeds/c.csv", "y\n1\n"),
+            ])
+        };
+        let error = relationships("marts.nope").unwrap_err();
+        assert!(
+            matches!(&error, ProjectError::UnknownReference { file, model } if file == "models/marts/a.sql" && model == "marts.nope"),
+            "{error:?}"
+        );
+        assert!(relationships("seeds.nope").is_err());
+        // Models, seeds, and sources outside the project's schemas are fine.
+        assert!(relationships("marts.b").is_ok());
+        assert!(relationships("seeds.c").is_ok());
+        assert!(relationships("raw.transactions").is_ok());
+    }
+
+    #[test]
+    fn refuses_two_nodes_of_one_name() {
+        let error = Project::from_files(vec![
+            file("models/staging/a.sql", "-- test: not_null x\nselect 1 as x"),
+            file("tests/not_null_staging_a_x.sql", "select 1 where false"),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&error, ProjectError::DuplicateName { name, first, second }
+                if name == "not_null_staging_a_x"
+                    && first == "models/staging/a.sql"
+                    && second == "tests/not_null_staging_a_x.sql"),
+            "{error:?}"
+        );
+        let twice = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            "-- test: not_null x\n-- test: not_null x\nselect 1 as x",
+        )]);
+        assert!(matches!(twice, Err(ProjectError::DuplicateName { .. })));
+    }
+
+    #[test]
+    fn reads_a_folder_and_refuses_a_missing_or_empty_one() {
+        let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+        assert_eq!(
+            Project::from_folder(&sql).unwrap(),
+            Project::embedded().unwrap()
+        );
+
+        let folder = tempfile::tempdir().unwrap();
+        let missing = folder.path().join("nope");
+        let error = Project::from_folder(&missing).unwrap_err();
+        assert!(matches!(&error, ProjectError::Folder { .. }), "{error:?}");
+        // The io::Error stays reachable as the source, for `{:#}`.
+        assert!(std::error::Error::source(&error).is_some());
+        assert!(error.to_string().contains("nope"), "{error}");
+
+        let error = Project::from_folder(folder.path()).unwrap_err();
+        assert!(matches!(&error, ProjectError::NoModels { .. }), "{error:?}");
+        assert!(
+            error.to_string().contains("models/<layer>/<name>.sql"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -133,7 +133,8 @@ impl TransformReport {
     }
 }
 
-/// Errors that stop a run before it records anything.
+/// Errors that stop a run: before it starts, or when its steps can no longer be recorded.
+/// A seed, model or test that fails does not stop the run; see [`NodeError`].
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
     /// The warehouse could not be used.
@@ -144,6 +145,17 @@ pub enum TransformError {
         /// Why.
         source: sqlx::Error,
     },
+    /// A node ran but its row in `metadata.transform_runs` could not be written; the run
+    /// stops, since a run that is not recorded would be invisible.
+    #[error("recording {kind} {node} in metadata.transform_runs failed: {source}")]
+    Record {
+        /// What the node is.
+        kind: NodeKind,
+        /// Its name.
+        node: String,
+        /// Why.
+        source: sqlx::Error,
+    },
     /// The project or the selection is wrong.
     #[error(transparent)]
     Project(#[from] super::project::ProjectError),
@@ -151,6 +163,79 @@ pub enum TransformError {
 
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> TransformError {
     move |source| TransformError::Database { action, source }
+}
+
+/// Why one seed, model or test failed. The run goes on without it (and without what depends
+/// on it); the error reaches `metadata.transform_runs` and the report as its text.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A statement of the node failed.
+    #[error("database operation failed while {action} ({kind} {node}): {source}")]
+    Database {
+        /// What the node is.
+        kind: NodeKind,
+        /// Its name.
+        node: String,
+        /// What the runner was doing.
+        action: &'static str,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A seed's file is not valid CSV.
+    #[error("seed {seed} is not valid CSV: {source}")]
+    SeedCsv {
+        /// The seed.
+        seed: String,
+        /// Why.
+        source: csv::Error,
+    },
+    /// A seed's header names a column that generated SQL could not use as it is.
+    #[error("seed {seed}: column {column:?} is not a plain identifier")]
+    SeedColumn {
+        /// The seed.
+        seed: String,
+        /// The column header.
+        column: String,
+    },
+    /// An incremental model lacks its merge key or filter column. The project refuses such
+    /// models when it is parsed, so only a [`Project`] built by hand gets here.
+    #[error("{model} is incremental without unique_key and incremental_column")]
+    IncompleteIncremental {
+        /// The model.
+        model: String,
+    },
+    /// A data test's query returned rows: the data breaks the rule the test states.
+    #[error("{count} failing row(s), for example:\n  {}", sample.join("\n  "))]
+    FailingRows {
+        /// How many rows the query returned.
+        count: i64,
+        /// The first few, as JSON.
+        sample: Vec<String>,
+    },
+}
+
+impl NodeError {
+    /// Rows to record for the failed node: a test's count of failing rows.
+    fn rows(&self) -> Option<i64> {
+        match self {
+            Self::FailingRows { count, .. } => Some(*count),
+            _ => None,
+        }
+    }
+}
+
+/// Wraps a database error of the node `node` with what was being done.
+fn node_db(
+    kind: NodeKind,
+    node: &str,
+    action: &'static str,
+) -> impl FnOnce(sqlx::Error) -> NodeError {
+    move |source| NodeError::Database {
+        kind,
+        node: node.to_owned(),
+        action,
+        source,
+    }
 }
 
 /// Runs `project` against the warehouse of `pool`.
@@ -178,29 +263,33 @@ pub async fn run(
         run_id: runner.run_id,
         nodes: runner.nodes,
     };
-    sqlx::query("select pg_advisory_unlock($1)")
+    let unlocked = sqlx::query("select pg_advisory_unlock($1)")
         .bind(TRANSFORM_LOCK)
         .execute(&mut *conn)
         .await
-        .map_err(db("releasing the transform lock"))?;
-    result.map(|()| report)
+        .map_err(db("releasing the transform lock"));
+    // The error that stopped the run says more than the failed unlock that likely followed
+    // it on the same broken connection.
+    result?;
+    unlocked?;
+    Ok(report)
 }
 
 /// What became of one node.
 enum Outcome {
     /// Built or passed, with its row count (failing rows for a test: 0).
     Done(i64),
-    /// Failed; a test reports its count of failing rows.
-    Failed { rows: Option<i64>, error: String },
+    /// Failed.
+    Failed(NodeError),
     /// Not run because something upstream failed.
     Skipped(&'static str),
 }
 
-impl From<Result<i64, String>> for Outcome {
-    fn from(result: Result<i64, String>) -> Self {
+impl From<Result<i64, NodeError>> for Outcome {
+    fn from(result: Result<i64, NodeError>) -> Self {
         match result {
             Ok(rows) => Self::Done(rows),
-            Err(error) => Self::Failed { rows: None, error },
+            Err(error) => Self::Failed(error),
         }
     }
 }
@@ -235,7 +324,7 @@ impl Runner<'_> {
                 continue;
             }
             let outcome: Outcome = self.build(model, options).await.into();
-            if matches!(outcome, Outcome::Failed { .. }) {
+            if matches!(outcome, Outcome::Failed(_)) {
                 broken.insert(model.name.clone());
             }
             self.record(&model.name, NodeKind::Model, started, outcome)
@@ -253,7 +342,7 @@ impl Runner<'_> {
                     .await?;
                 continue;
             }
-            let outcome = self.check(test).await;
+            let outcome = self.check(test).await.into();
             self.record(&test.name, NodeKind::Test, started, outcome)
                 .await?;
         }
@@ -268,20 +357,22 @@ impl Runner<'_> {
         (started_at, started): (chrono::DateTime<Utc>, Instant),
         outcome: Outcome,
     ) -> Result<(), TransformError> {
-        let (status, rows, error) = match outcome {
-            Outcome::Done(rows) => (NodeStatus::Success, Some(rows), None),
-            Outcome::Failed { rows, error } => (NodeStatus::Failed, rows, Some(error)),
-            Outcome::Skipped(reason) => (NodeStatus::Skipped, None, Some(reason.to_owned())),
-        };
         let kind_text = kind.as_str();
-        match status {
-            NodeStatus::Failed => {
-                let error = error.as_deref().unwrap_or("");
-                tracing::error!(kind = kind_text, node, error, "failed")
+        // The table and the report keep the error as text: the typed error ends here.
+        let (status, rows, error) = match outcome {
+            Outcome::Done(rows) => {
+                tracing::info!(kind = kind_text, node, rows, "done");
+                (NodeStatus::Success, Some(rows), None)
             }
-            NodeStatus::Skipped => tracing::warn!(kind = kind_text, node, "skipped"),
-            NodeStatus::Success => tracing::info!(kind = kind_text, node, rows, "done"),
-        }
+            Outcome::Failed(error) => {
+                tracing::error!(kind = kind_text, node, %error, "failed");
+                (NodeStatus::Failed, error.rows(), Some(error.to_string()))
+            }
+            Outcome::Skipped(reason) => {
+                tracing::warn!(kind = kind_text, node, "skipped");
+                (NodeStatus::Skipped, None, Some(reason.to_owned()))
+            }
+        };
         sqlx::query(
             "insert into metadata.transform_runs \
              (run_id, node, kind, status, rows, duration_ms, error, started_at) \
@@ -297,7 +388,11 @@ impl Runner<'_> {
         .bind(started_at)
         .execute(&mut *self.conn)
         .await
-        .map_err(db("recording a transform step"))?;
+        .map_err(|source| TransformError::Record {
+            kind,
+            node: node.to_owned(),
+            source,
+        })?;
         self.nodes.push(NodeResult {
             node: node.to_owned(),
             kind,
@@ -310,26 +405,30 @@ impl Runner<'_> {
 
     /// Replaces `seeds.<name>` with the CSV's rows; column types are inferred (bigint,
     /// numeric, else text).
-    async fn load_seed(&mut self, seed: &Seed) -> Result<i64, String> {
+    async fn load_seed(&mut self, seed: &Seed) -> Result<i64, NodeError> {
+        let not_csv = |source| NodeError::SeedCsv {
+            seed: seed.name.clone(),
+            source,
+        };
+        let db = |action| node_db(NodeKind::Seed, &seed.name, action);
         let mut reader = csv::Reader::from_reader(seed.csv.as_bytes());
         let headers: Vec<String> = reader
             .headers()
-            .map_err(|e| format!("seed {}: {e}", seed.name))?
+            .map_err(not_csv)?
             .iter()
             .map(str::to_owned)
             .collect();
         let rows: Vec<csv::StringRecord> = reader
             .records()
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("seed {}: {e}", seed.name))?;
+            .map_err(not_csv)?;
         let mut columns = Vec::new();
         for (i, header) in headers.iter().enumerate() {
-            let header = super::project::plain_identifier(header).ok_or_else(|| {
-                format!(
-                    "seed {}: column {header:?} is not a plain identifier",
-                    seed.name
-                )
-            })?;
+            let header =
+                super::project::plain_identifier(header).ok_or_else(|| NodeError::SeedColumn {
+                    seed: seed.name.clone(),
+                    column: header.clone(),
+                })?;
             let values = || rows.iter().map(|r| r.get(i).unwrap_or(""));
             let kind = if values().all(|v| v.parse::<i64>().is_ok()) {
                 "bigint"
@@ -350,40 +449,50 @@ impl Runner<'_> {
         }
         let mut tx = sqlx::Connection::begin(&mut *self.conn)
             .await
-            .map_err(|e| e.to_string())?;
-        for statement in [
-            format!("create schema if not exists {SEEDS_SCHEMA}"),
-            format!("drop table if exists {table} cascade"),
-            format!("create table {table} ({})", columns.join(", ")),
+            .map_err(db("starting a transaction"))?;
+        for (action, statement) in [
+            (
+                "creating the seeds schema",
+                format!("create schema if not exists {SEEDS_SCHEMA}"),
+            ),
+            (
+                "dropping the old table",
+                format!("drop table if exists {table} cascade"),
+            ),
+            (
+                "creating the table",
+                format!("create table {table} ({})", columns.join(", ")),
+            ),
         ] {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(db(action))?;
         }
         let mut copy = tx
             .copy_in_raw(&format!("copy {table} from stdin (format text)"))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(db("starting the copy of the rows"))?;
         copy.send(copy_text.as_slice())
             .await
-            .map_err(|e| e.to_string())?;
-        let rows = copy.finish().await.map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+            .map_err(db("copying the rows"))?;
+        let rows = copy.finish().await.map_err(db("copying the rows"))?;
+        tx.commit().await.map_err(db("committing"))?;
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
     /// Builds one model in its own transaction; returns the rows it holds (or, for an
     /// incremental merge, the rows it inserted or updated).
-    async fn build(&mut self, model: &Model, options: &TransformOptions) -> Result<i64, String> {
+    async fn build(&mut self, model: &Model, options: &TransformOptions) -> Result<i64, NodeError> {
         let name = &model.name;
+        let db = |action| node_db(NodeKind::Model, name, action);
         let mut tx = sqlx::Connection::begin(&mut *self.conn)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(db("starting a transaction"))?;
         sqlx::query(&format!("create schema if not exists {}", model.schema))
             .execute(&mut *tx)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(db("creating the schema"))?;
         let existing: Option<String> = sqlx::query_scalar(
             "select case c.relkind when 'v' then 'view' else 'table' end \
              from pg_class c join pg_namespace n on n.oid = c.relnamespace \
@@ -393,7 +502,7 @@ impl Runner<'_> {
         .bind(name.split('.').nth(1).unwrap_or_default())
         .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(db("looking up the existing relation"))?;
         let drop = existing
             .as_deref()
             .map(|kind| format!("drop {kind} {name} cascade"));
@@ -407,7 +516,7 @@ impl Runner<'_> {
                 sqlx::query(&drop)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(db("dropping the old relation"))?;
             }
             let create = match model.materialized {
                 Materialized::View => format!("create view {name} as {}", model.select()),
@@ -415,67 +524,60 @@ impl Runner<'_> {
                     format!("create table {name} as {}", model.select())
                 }
             };
+            let creating = match model.materialized {
+                Materialized::View => "creating the view",
+                Materialized::Table | Materialized::Incremental => "creating the table",
+            };
             sqlx::query(&create)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(db(creating))?;
             if let (Materialized::Incremental, Some(key)) = (model.materialized, &model.unique_key)
             {
                 sqlx::query(&format!("alter table {name} add primary key ({key})"))
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(db("adding the primary key"))?;
             }
             sqlx::query_scalar(&format!("select count(*) from {name}"))
                 .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(db("counting the rows"))?
         };
-        tx.commit().await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(db("committing"))?;
         Ok(rows)
     }
 
     /// Runs a data test: it passes when its query returns no row; otherwise it fails with
-    /// the count and a sample of the failing rows.
-    async fn check(&mut self, test: &DataTest) -> Outcome {
+    /// the count and a sample of the failing rows. Returns 0, the failing rows of a pass.
+    async fn check(&mut self, test: &DataTest) -> Result<i64, NodeError> {
         let sql = test.sql.trim().trim_end_matches(';');
-        let failed = |e: sqlx::Error| Outcome::Failed {
-            rows: None,
-            error: format!("the test query failed: {e}"),
-        };
-        let count = sqlx::query_scalar(&format!("select count(*) from ({sql}) as failures"))
+        let db = |action| node_db(NodeKind::Test, &test.name, action);
+        let count: i64 = sqlx::query_scalar(&format!("select count(*) from ({sql}) as failures"))
             .fetch_one(&mut *self.conn)
-            .await;
-        let failures: i64 = match count {
-            Ok(0) => return Outcome::Done(0),
-            Ok(n) => n,
-            Err(e) => return failed(e),
-        };
+            .await
+            .map_err(db("running the test query"))?;
+        if count == 0 {
+            return Ok(0);
+        }
         let sample = sqlx::query_scalar::<_, String>(&format!(
             "select row_to_json(failures)::text from ({sql}) as failures limit {SAMPLE_ROWS}"
         ))
         .fetch_all(&mut *self.conn)
-        .await;
-        match sample {
-            Ok(sample) => Outcome::Failed {
-                rows: Some(failures),
-                error: format!(
-                    "{failures} failing row(s), for example:\n  {}",
-                    sample.join("\n  ")
-                ),
-            },
-            Err(e) => failed(e),
-        }
+        .await
+        .map_err(db("sampling the failing rows"))?;
+        Err(NodeError::FailingRows { count, sample })
     }
 }
 
 /// Merges the rows changed within the lookback window into an incremental model.
-async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Result<i64, String> {
+async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Result<i64, NodeError> {
     let name = &model.name;
+    let db = |action| node_db(NodeKind::Model, name, action);
     let (Some(key), Some(column)) = (&model.unique_key, &model.incremental_column) else {
-        return Err(format!(
-            "{name} is incremental without unique_key and incremental_column"
-        ));
+        return Err(NodeError::IncompleteIncremental {
+            model: name.clone(),
+        });
     };
     let columns: Vec<String> = sqlx::query_scalar(
         "select column_name::text from information_schema.columns \
@@ -485,7 +587,7 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
     .bind(name.split('.').nth(1).unwrap_or_default())
     .fetch_all(&mut *tx)
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(db("listing the columns"))?;
     let list = columns.join(", ");
     let updates: Vec<String> = columns
         .iter()
@@ -504,7 +606,53 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
         .bind(i32::try_from(lookback_days).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(db("merging the changed rows"))?
         .rows_affected();
     Ok(i64::try_from(rows).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_keep_their_source_and_read_as_before() {
+        let csv_error = csv::Reader::from_reader("a,b\n1\n".as_bytes())
+            .records()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        let error = NodeError::SeedCsv {
+            seed: "fx_rates".to_owned(),
+            source: csv_error,
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("seed fx_rates is not valid CSV: "),
+            "{error}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+
+        let error =
+            node_db(NodeKind::Model, "marts.fact", "creating the table")(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "database operation failed while creating the table (model marts.fact): {}",
+                sqlx::Error::PoolTimedOut
+            )
+        );
+        assert!(std::error::Error::source(&error).is_some());
+        assert_eq!(error.rows(), None);
+
+        let error = NodeError::FailingRows {
+            count: 7,
+            sample: vec!["{\"a\":1}".to_owned(), "{\"a\":2}".to_owned()],
+        };
+        assert_eq!(
+            error.to_string(),
+            "7 failing row(s), for example:\n  {\"a\":1}\n  {\"a\":2}"
+        );
+        assert_eq!(error.rows(), Some(7));
+    }
 }
