@@ -1,28 +1,20 @@
 //! Filling a lake with bronze files: the input of the load and transform benchmarks, made by
-//! the quickstart's path (the producer's [`EventStream`] into a bounded in-process channel,
-//! read by the real [`Streamer`]) so that the files, manifests and batch records are exactly
-//! what a streamer writes. The load and transform benchmarks run it as a child process, so
+//! the quickstart's [`InProcessPipeline`] so that the files, manifests and batch records are
+//! exactly what a streamer writes. The load and transform benchmarks run it as a child process, so
 //! that its memory never counts towards theirs.
 
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use tokio_util::sync::CancellationToken;
 
 use super::report::{MB, Report};
 use fintech_workers::bronze::Lake;
 use fintech_workers::bronze::layout::{self, BatchRange};
-use fintech_workers::producer::{self, EventStream, ProducerMetrics, RunLimits};
-use fintech_workers::sink::ChannelSink;
-use fintech_workers::source::{CommittedPositions, InProcessSource};
+use fintech_workers::in_process::{Flowed, InProcessPipeline};
+use fintech_workers::producer::{EventStream, ProducerMetrics};
+use fintech_workers::source::CommittedPositions;
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
-
-/// Messages the in-process channel holds before the producer waits, as in the quickstart.
-const CHANNEL_CAPACITY: usize = 10_000;
-
-/// The topic the files are written for; the loader's default.
-pub const TOPIC: &str = "transactions";
+use fintech_workers::streamer::BatchPolicy;
 
 /// Flags of `fintech-bench fill-lake`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,38 +84,24 @@ pub async fn run(args: &FillArgs) -> anyhow::Result<Report> {
         s3_endpoint: args.s3_endpoint.clone(),
         s3_region: args.s3_region.clone(),
     };
-    let lake = Lake::open(&storage)?;
-    let (mut sink, receiver) = ChannelSink::new(CHANNEL_CAPACITY);
-    let source = InProcessSource::new(TOPIC, receiver, args.partitions, positions);
-    let policy = BatchPolicy {
-        max_rows: usize::try_from(args.batch_rows)?,
-        ..BatchPolicy::default()
-    };
-    let streamer = Streamer::new(source, lake, policy, StreamerMetrics::default());
+    let pipeline = InProcessPipeline::new(Lake::open(&storage)?, args.partitions)
+        .with_positions(positions)
+        .with_policy(BatchPolicy {
+            max_rows: usize::try_from(args.batch_rows)?,
+            ..BatchPolicy::default()
+        });
 
     let started = Instant::now();
-    let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
-    let limits = RunLimits {
-        count: Some(args.rows),
-        rate: None,
-    };
-    let produced = producer::run(
-        &mut events,
-        &mut sink,
-        limits,
-        &CancellationToken::new(),
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await?;
-    drop(sink);
-    let summary = streaming.await.context("the streamer task failed")??;
+    let Flowed { produced, streamed } = pipeline
+        .run(&mut events, args.rows, &indicatif::ProgressBar::hidden())
+        .await?;
     let elapsed = started.elapsed();
-    if summary.rows != args.rows || produced.sent != args.rows {
+    if streamed.rows != args.rows || produced.sent != args.rows {
         bail!(
             "asked for {} rows, produced {} and wrote {} to bronze",
             args.rows,
             produced.sent,
-            summary.rows
+            streamed.rows
         );
     }
     // A continuation writes into a lake that already holds the first fill's files.
@@ -141,8 +119,8 @@ pub async fn run(args: &FillArgs) -> anyhow::Result<Report> {
     let bytes: u64 = written.iter().map(|object| object.size).sum();
     let files = written.len();
     report
-        .throughput("", summary.rows, elapsed, Some(bytes))
-        .figure("batches", summary.batches)
+        .throughput("", streamed.rows, elapsed, Some(bytes))
+        .figure("batches", streamed.batches)
         .figure("files", files)
         .number("bronze_mb", bytes as f64 / MB, 1)
         .peak_rss();

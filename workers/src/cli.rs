@@ -1,5 +1,7 @@
-//! Command-line interface. Every flag has a `FINTECH_*` environment fallback, so a pod's
-//! environment and a laptop's flags configure the same thing.
+//! The `fintech` command line: flags mapped to each stage's configuration. Every flag a pod
+//! needs has a `FINTECH_*` environment fallback, so a pod's environment and a laptop's flags
+//! configure the same thing (the operator renders that environment; a test parses it with
+//! [`Cli`]). The stages' loops live in their modules and run inside a [`Harness`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,28 +10,24 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use prometheus_client::registry::Registry;
 
-use fintech_workers::bronze::Lake;
-use fintech_workers::faults::FaultRates;
-use fintech_workers::kafka::KafkaSource;
-use fintech_workers::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
-use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
-use fintech_workers::producer::{
-    self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig,
-};
+use crate::bronze::Lake;
+use crate::faults::FaultRates;
+use crate::harness::Harness;
+use crate::kafka::KafkaSource;
+use crate::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
+use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, Schedule};
+use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
 #[cfg(feature = "embedded")]
-use fintech_workers::quickstart::{self, QuickstartConfig};
-use fintech_workers::redrive::{self, RedriveOptions};
-use fintech_workers::shutdown;
-use fintech_workers::status_server::{self, Readiness};
-use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
-use fintech_workers::telemetry::{self, LogFormat};
-use fintech_workers::transform::{self, Project, TransformOptions};
+use crate::quickstart::{self, QuickstartConfig};
+use crate::redrive::{self, RedriveOptions};
+use crate::storage::StorageOptions;
+use crate::streamer::{BatchPolicy, Streamer, StreamerMetrics};
+use crate::telemetry::{self, LogFormat};
+use crate::transform::{self, Project, TransformOptions};
 #[cfg(feature = "embedded")]
-use fintech_workers::warehouse::EmbeddedWarehouse;
-use fintech_workers::warehouse::WarehouseOptions;
+use crate::warehouse::EmbeddedWarehouse;
+use crate::warehouse::WarehouseOptions;
 
 /// The fintech payment-analytics pipeline.
 #[derive(Debug, Parser)]
@@ -297,6 +295,15 @@ pub struct TransformArgs {
 /// Flags of `fintech quickstart`.
 #[cfg(feature = "embedded")]
 #[derive(Debug, Args)]
+// A demo shows every kind of bad input by default: a few dead letters (malformed JSON, wrong
+// types), duplicates for silver to remove, and rows silver rejects.
+#[command(
+    mut_arg("fault_malformed_json", |arg| arg.default_value("0.002")),
+    mut_arg("fault_wrong_type", |arg| arg.default_value("0.001")),
+    mut_arg("fault_duplicate", |arg| arg.default_value("0.01")),
+    mut_arg("fault_non_positive_amount", |arg| arg.default_value("0.002")),
+    mut_arg("fault_null_customer_id", |arg| arg.default_value("0.002")),
+)]
 pub struct QuickstartArgs {
     /// Folder for the lake, the embedded warehouse and the report; a second run on the same
     /// folder continues where the first stopped.
@@ -327,21 +334,8 @@ pub struct QuickstartArgs {
     #[arg(long, default_value_t = 0.2)]
     settlement_share: f64,
 
-    /// Share of messages cut short (dead letters).
-    #[arg(long, default_value_t = 0.002)]
-    fault_malformed_json: f64,
-    /// Share of messages with a field of the wrong type (dead letters).
-    #[arg(long, default_value_t = 0.001)]
-    fault_wrong_type: f64,
-    /// Share of messages sent twice (de-duplicated in silver).
-    #[arg(long, default_value_t = 0.01)]
-    fault_duplicate: f64,
-    /// Share of events with a zero or negative amount (rejected in silver).
-    #[arg(long, default_value_t = 0.002)]
-    fault_non_positive_amount: f64,
-    /// Share of events without a customer id (rejected in silver).
-    #[arg(long, default_value_t = 0.002)]
-    fault_null_customer_id: f64,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 /// Flags of `fintech warehouse`.
@@ -361,7 +355,7 @@ pub struct WarehouseArgs {
     listen: SocketAddr,
 }
 
-/// Fault injection rates, each between 0 and 1, default 0.
+/// Fault injection rates, each between 0 and 1; 0 unless a command sets other defaults.
 #[derive(Debug, Args)]
 struct FaultArgs {
     /// Share of messages cut short so that they are not valid JSON.
@@ -410,33 +404,10 @@ impl ProduceArgs {
     }
 }
 
-/// Starts the status server when an address is given.
-async fn start_status_server(
-    address: Option<SocketAddr>,
-    readiness: &Readiness,
-    cancel: &tokio_util::sync::CancellationToken,
-    register: impl FnOnce(&mut Registry),
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(address) = address else {
-        return Ok(None);
-    };
-    let mut registry = Registry::default();
-    register(&mut registry);
-    let server = status_server::serve(address, registry, readiness.clone(), cancel.clone())
-        .await
-        .with_context(|| format!("binding the metrics address {address}"))?;
-    Ok(Some(server))
-}
-
 async fn stream(args: StreamArgs) -> anyhow::Result<()> {
-    let cancel = shutdown::on_signal().context("installing signal handlers")?;
     let lake = Lake::open(&args.storage)?;
     let metrics = StreamerMetrics::default();
-    let readiness = Readiness::default();
-    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
+    let harness = Harness::start(args.metrics_addr, |registry| metrics.register(registry)).await?;
     let source =
         KafkaSource::new(&args.kafka, &args.group_id, metrics.lag.clone()).with_context(|| {
             format!(
@@ -451,126 +422,68 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         max_message_bytes: usize::try_from(args.max_message_bytes)?,
     };
     tracing::info!(topic = %args.kafka.topic, group = %args.group_id, lake = %args.storage.lake_url, "streaming");
-    readiness.set(true);
-    let summary = Streamer::new(source, lake, policy, metrics)
-        .run(cancel.clone())
-        .await?;
-    tracing::info!(
-        messages = summary.messages,
-        rows = summary.rows,
-        dead_letters = summary.dead_letters,
-        batches = summary.batches,
-        "streamer finished"
-    );
-    cancel.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
+    harness.ready();
+    let outcome = Streamer::new(source, lake, policy, metrics)
+        .run(harness.cancel().clone())
+        .await;
+    if let Ok(summary) = &outcome {
+        tracing::info!(
+            messages = summary.messages,
+            rows = summary.rows,
+            dead_letters = summary.dead_letters,
+            batches = summary.batches,
+            "streamer finished"
+        );
     }
+    harness.finish(outcome).await?;
     Ok(())
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    if let (Some(from), Some(to)) = (args.replay_from, args.replay_to) {
+    let replay_range = args.replay_from.zip(args.replay_to);
+    if let Some((from, to)) = replay_range {
         anyhow::ensure!(from <= to, "--replay-from {from} is after --replay-to {to}");
     }
-    let cancel = shutdown::on_signal().context("installing signal handlers")?;
     let lake = Lake::open(&args.storage)?;
     let metrics = LoaderMetrics::default();
-    let readiness = Readiness::default();
     // A replay is a one-off command, often run beside the loader (`kubectl exec` into its
     // pod), whose metrics address the loader holds already.
-    let metrics_addr = args.metrics_addr.filter(|_| args.replay_from.is_none());
-    let server = start_status_server(metrics_addr, &readiness, &cancel, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
-
-    // PostgreSQL being down at start is waited out, not a crash loop.
-    let once = args.once || args.replay_from.is_some();
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_secs(1);
-    let pool = loop {
-        match args.warehouse.connect_and_migrate().await {
-            Ok(pool) => break pool,
-            Err(error)
-                if once && started.elapsed() > Duration::from_secs(args.connect_timeout_secs) =>
-            {
-                return Err(error).context("giving up on the warehouse; no file was loaded");
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?delay, "warehouse not reachable; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return Ok(()),
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
+    let metrics_addr = args.metrics_addr.filter(|_| replay_range.is_none());
+    let harness = Harness::start(metrics_addr, |registry| metrics.register(registry)).await?;
+    let schedule = if args.once || replay_range.is_some() {
+        Schedule::Once
+    } else {
+        Schedule::Every(Duration::from_secs(args.interval_secs))
+    };
+    // PostgreSQL being down at start is waited out, not a crash loop; a one-off run gives up.
+    let give_up_after =
+        (schedule == Schedule::Once).then(|| Duration::from_secs(args.connect_timeout_secs));
+    let pool = match args
+        .warehouse
+        .connect_and_migrate_patiently(give_up_after, harness.cancel())
+        .await
+    {
+        Ok(Some(pool)) => pool,
+        Ok(None) => return harness.finish(Ok(())).await,
+        Err(error) => {
+            let outcome = Err(error).context("giving up on the warehouse; no file was loaded");
+            return harness.finish(outcome).await;
         }
     };
-    readiness.set(true);
+    harness.ready();
     let config = LoaderConfig {
         topic: args.topic.clone(),
         max_files_per_run: usize::try_from(args.max_files_per_run)?,
     };
     let loader = Loader::new(pool, lake, config, metrics);
-    if let (Some(from), Some(to)) = (args.replay_from, args.replay_to) {
-        let outcome = replay(&loader, from, to).await;
-        cancel.cancel();
-        if let Some(server) = server {
-            let _ = server.await;
-        }
-        return outcome;
-    }
-    let mut unaudited = Vec::new();
-    let outcome = loop {
-        if !unaudited.is_empty() && loader.audit_unreachable(&unaudited).await.is_ok() {
-            unaudited.clear();
-        }
-        match loader.run_once().await {
-            Ok(report) => {
-                tracing::info!(
-                    run_id = %report.run_id,
-                    status = %report.status,
-                    files_pending = report.files_pending,
-                    files_loaded = report.files_loaded,
-                    rows_read = report.stats.read,
-                    rows_loaded = report.rows_loaded,
-                    rows_rejected = report.stats.rejected_total(),
-                    rows_duplicate = report.rows_duplicate,
-                    "load run finished"
-                );
-                if once {
-                    break match report.error {
-                        Some(error) => Err(anyhow::anyhow!(
-                            "load run {} failed: {error}",
-                            report.run_id
-                        )),
-                        None => Ok(()),
-                    };
-                }
-            }
-            Err(failure) => {
-                tracing::error!(run_id = %failure.run_id, error = %failure.error, "load run failed and could not be audited yet");
-                if once {
-                    break Err(anyhow::anyhow!(
-                        "load run {} failed: {}",
-                        failure.run_id,
-                        failure.error
-                    ));
-                }
-                unaudited.push(failure);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(args.interval_secs)) => {}
-            () = cancel.cancelled() => break Ok(()),
-        }
+    let outcome = match replay_range {
+        Some((from, to)) => replay(&loader, from, to).await,
+        None => loader
+            .serve(schedule, harness.cancel())
+            .await
+            .map_err(anyhow::Error::from),
     };
-    cancel.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
-    }
-    outcome
+    harness.finish(outcome).await
 }
 
 /// `fintech load --replay-from … --replay-to …`: the audited replay runs, summed up.
@@ -579,14 +492,15 @@ async fn replay(
     from: chrono::NaiveDate,
     to: chrono::NaiveDate,
 ) -> anyhow::Result<()> {
-    let reports = loader.replay(from, to).await.map_err(|failure| {
-        anyhow::anyhow!("replay run {} failed: {}", failure.run_id, failure.error)
-    })?;
+    let reports = loader.replay(from, to).await.map_err(RunFailed::from)?;
     let (mut files, mut read, mut loaded, mut rejected, mut duplicate) = (0, 0, 0, 0, 0);
     for report in &reports {
         tracing::info!(run_id = %report.run_id, status = %report.status, files = report.files_loaded, rows_loaded = report.rows_loaded, "replay run finished");
         if let Some(error) = &report.error {
-            anyhow::bail!("replay run {} failed: {error}", report.run_id);
+            bail!(RunFailed {
+                run_id: report.run_id,
+                error: error.clone()
+            });
         }
         files += report.files_loaded;
         read += report.stats.read;
@@ -690,13 +604,7 @@ async fn quickstart_command(args: QuickstartArgs) -> anyhow::Result<()> {
         days: args.days,
         seed: args.seed,
         kaggle_csv: args.kaggle_csv,
-        faults: FaultRates {
-            malformed_json: args.fault_malformed_json,
-            wrong_type: args.fault_wrong_type,
-            duplicate: args.fault_duplicate,
-            non_positive_amount: args.fault_non_positive_amount,
-            null_customer_id: args.fault_null_customer_id,
-        },
+        faults: FaultRates::from(&args.faults),
         settlement_share: args.settlement_share,
     };
     let summary = quickstart::run(&config).await?;
@@ -727,9 +635,9 @@ async fn warehouse_command(args: WarehouseArgs) -> anyhow::Result<()> {
         warehouse.options().database_url
     );
     println!("It serves one connection at a time. Stop with Ctrl-C.");
-    let cancel = shutdown::on_signal().context("installing signal handlers")?;
-    cancel.cancelled().await;
-    warehouse.shutdown().await?;
+    let harness = Harness::start(None, |_| {}).await?;
+    harness.cancel().cancelled().await;
+    harness.finish(warehouse.shutdown().await).await?;
     Ok(())
 }
 
@@ -739,16 +647,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     {
         bail!("--rate must be a positive number of messages per second, got {rate}");
     }
-    let cancel = shutdown::on_signal().context("installing signal handlers")?;
     let metrics = ProducerMetrics::default();
     // Open the Kaggle file and check every setting before touching Kafka.
     let mut stream = EventStream::new(&args.stream_config(), metrics.clone())?;
-
-    let readiness = Readiness::default();
-    let server = start_status_server(args.metrics_addr, &readiness, &cancel, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
+    let harness = Harness::start(args.metrics_addr, |registry| metrics.register(registry)).await?;
 
     let state = kafka::ensure_topic(&args.kafka, &args.topic)
         .await
@@ -766,14 +668,15 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     }
     let mut sink = KafkaSink::new(&args.kafka, Duration::from_secs(args.flush_timeout_secs))
         .context("creating the Kafka producer")?;
-    readiness.set(true);
+    harness.ready();
 
     let limits = RunLimits {
         count: args.count,
         rate: args.rate,
     };
     let progress = telemetry::progress_bar(args.count, "produce");
-    let summary = producer::run(&mut stream, &mut sink, limits, &cancel, &progress).await?;
+    let outcome = producer::run(&mut stream, &mut sink, limits, harness.cancel(), &progress).await;
+    let summary = harness.finish(outcome).await?;
     tracing::info!(
         sent = summary.sent,
         delivered = summary.report.delivered,
@@ -781,10 +684,6 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         settlements_waiting = summary.settlements_waiting,
         "producer finished"
     );
-    cancel.cancel();
-    if let Some(server) = server {
-        let _ = server.await;
-    }
     if summary.report.failed > 0 {
         bail!(
             "{} of {} messages could not be delivered to Kafka (see the errors above)",

@@ -1,10 +1,13 @@
-//! The fintech pipeline's workers. Each stage is a module; the `fintech` binary wires them
-//! to its subcommands.
+//! The fintech pipeline's workers. Each stage is a module; [`cli`] maps the `fintech`
+//! binary's subcommands and flags to them, and [`harness`] runs a stage as a process.
 
 pub mod bronze;
+pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod faults;
+pub mod harness;
+pub mod in_process;
 pub mod kafka;
 pub mod kaggle;
 pub mod loader;
@@ -13,10 +16,8 @@ pub mod producer;
 pub mod quickstart;
 pub mod redrive;
 pub mod settlement;
-pub mod shutdown;
 pub mod sink;
 pub mod source;
-pub mod status_server;
 pub mod storage;
 pub mod streamer;
 pub mod synthetic;

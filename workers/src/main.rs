@@ -1,12 +1,11 @@
 //! `fintech`: the pipeline's workers in one binary.
 
-mod cli;
-
 use clap::Parser;
+use fintech_workers::cli::Cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     fintech_workers::telemetry::init(cli.log_format);
     match cli.command.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,12 +13,14 @@ use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
-use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus};
-use fintech_workers::producer::{self, EventStream, ProducerMetrics, RunLimits, StreamConfig};
-use fintech_workers::sink::ChannelSink;
-use fintech_workers::source::{CommittedPositions, InProcessSource};
+use fintech_workers::in_process::InProcessPipeline;
+use fintech_workers::loader::{
+    Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule,
+};
+use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
+use fintech_workers::source::CommittedPositions;
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
+use fintech_workers::streamer::BatchPolicy;
 use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -79,36 +81,17 @@ fn valid(event: &PaymentEvent) -> bool {
 /// Produces `count` messages through the in-process channel and streams them into `lake`.
 /// `positions` carries the in-process topic's offsets from one fill to the next, as Kafka would.
 async fn fill_lake(lake: &StorageOptions, positions: &CommittedPositions, seed: u64, count: u64) {
-    let (mut sink, receiver) = ChannelSink::new(1_000);
-    let source = InProcessSource::new("transactions", receiver, 3, positions.clone());
-    let policy = BatchPolicy {
-        max_rows: 700,
-        ..BatchPolicy::default()
-    };
-    let streamer = Streamer::new(
-        source,
-        Lake::open(lake).unwrap(),
-        policy,
-        StreamerMetrics::default(),
-    );
-    let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
-    let mut stream = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
-    let limits = RunLimits {
-        count: Some(count),
-        rate: None,
-    };
-    let hidden = indicatif::ProgressBar::hidden();
-    producer::run(
-        &mut stream,
-        &mut sink,
-        limits,
-        &CancellationToken::new(),
-        &hidden,
-    )
-    .await
-    .unwrap();
-    drop(sink);
-    streaming.await.unwrap().unwrap();
+    let mut events = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
+    InProcessPipeline::new(Lake::open(lake).unwrap(), 3)
+        .with_positions(positions.clone())
+        .with_policy(BatchPolicy {
+            max_rows: 700,
+            ..BatchPolicy::default()
+        })
+        .with_channel_capacity(1_000)
+        .run(&mut events, count, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap();
 }
 
 fn loader(pool: &PgPool, lake: &StorageOptions) -> Loader {
@@ -132,21 +115,57 @@ async fn health(pool: &PgPool, run: &RunReport) -> String {
         .unwrap()
 }
 
-/// The whole scenario, against the warehouse behind `options`.
-async fn scenario(options: WarehouseOptions) {
-    let pool = options.connect_and_migrate().await.unwrap();
+/// A lake of `count` messages of seed 7, and what the loader must find in it.
+async fn filled_lake(
+    count: u64,
+) -> (
+    tempfile::TempDir,
+    StorageOptions,
+    CommittedPositions,
+    Expected,
+) {
     let folder = tempfile::tempdir().unwrap();
     let lake = StorageOptions::local(folder.path()).unwrap();
-    let count = 3_000;
     let positions = CommittedPositions::default();
     fill_lake(&lake, &positions, 7, count).await;
-    let expected = expected(7, count as usize);
+    (folder, lake, positions, expected(7, count as usize))
+}
+
+/// Runs each guarantee on the embedded PostgreSQL and on the test environment's server.
+macro_rules! on_every_warehouse {
+    ($guarantee:ident) => {
+        mod $guarantee {
+            use super::*;
+
+            #[tokio::test]
+            async fn on_the_embedded_postgres() {
+                on_embedded_postgres(super::$guarantee).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs the test environment: scripts/test.sh"]
+            async fn on_the_postgres_server() {
+                let url = testenv_var("DATABASE_URL");
+                super::$guarantee(WarehouseOptions::url(&fresh_database(&url).await, 4)).await;
+            }
+        }
+    };
+}
+
+on_every_warehouse!(a_run_accounts_for_every_row_in_the_audit_and_quality_tables);
+on_every_warehouse!(a_second_run_loads_nothing_twice);
+on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
+on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
+on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
+
+async fn a_run_accounts_for_every_row_in_the_audit_and_quality_tables(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, _, expected) = filled_lake(3_000).await;
     assert!(
         expected.rejected > 100 && expected.duplicate > 50,
         "{expected:?}"
     );
 
-    // First run: every count in the audit and the tables.
     let first = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(first.status, RunStatus::Success, "{:?}", first.error);
     assert!(first.files_loaded > 3);
@@ -207,8 +226,15 @@ async fn scenario(options: WarehouseOptions) {
     assert!(metric("invalid_rows", "non_positive_amount").await > 0);
     assert!(metric("nulls", "customer_id").await > 0);
     assert_eq!(health(&pool, &first).await, "healthy");
+    pool.close().await;
+}
 
-    // Second run: nothing new, nothing loaded twice.
+async fn a_second_run_loads_nothing_twice(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, _, expected) = filled_lake(1_000).await;
+    let first = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(first.rows_loaded, expected.loaded);
+
     let second = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(
         (second.status, second.files_pending, second.rows_loaded),
@@ -219,9 +245,16 @@ async fn scenario(options: WarehouseOptions) {
         expected.loaded as i64
     );
     assert_eq!(health(&pool, &second).await, "healthy");
+    pool.close().await;
+}
 
-    // A failure mid-run: new data arrives with a corrupt file among it. The run fails, is
-    // audited as FAILED, and leaves no row of the new data behind.
+/// New data arrives with a corrupt file among it: the run fails, is audited as FAILED, and
+/// leaves no row of the new data behind; once the bogus batch is gone the next run loads it.
+async fn a_failed_run_is_audited_and_leaves_no_row_behind(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, positions, expected) = filled_lake(1_000).await;
+    loader(&pool, &lake).run_once().await.unwrap();
+
     fill_lake(&lake, &positions, 8, 500).await;
     let (store, root) = lake.open().unwrap();
     let (corrupt, corrupt_manifest) = corrupt_batch(store.as_ref(), &root).await;
@@ -248,13 +281,22 @@ async fn scenario(options: WarehouseOptions) {
             .unwrap();
     assert!(error.contains(corrupt.as_ref()));
 
-    // Fixed by removing the bogus batch, the next run loads the new data. Then a copy of an
-    // already-loaded file arrives: a run whose only file holds nothing new stands out.
     store.delete(&corrupt).await.unwrap();
     store.delete(&corrupt_manifest).await.unwrap();
     let recovered = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(recovered.status, RunStatus::Success);
     assert!(recovered.rows_loaded > 0);
+    pool.close().await;
+}
+
+/// A copy of an already-loaded file arrives: a run whose only file holds nothing new stands
+/// out in `metadata.load_health`.
+async fn a_run_whose_files_hold_nothing_new_is_a_silent_failure(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, _, _) = filled_lake(1_000).await;
+    loader(&pool, &lake).run_once().await.unwrap();
+
+    let (store, root) = lake.open().unwrap();
     let replayed = replay_loaded_file(store.as_ref(), &root).await;
     let silent = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(
@@ -313,18 +355,6 @@ async fn replay_loaded_file(store: &dyn ObjectStore, root: &Path) -> String {
 }
 
 #[tokio::test]
-async fn loads_bronze_exactly_once_on_the_embedded_postgres() {
-    on_embedded_postgres(scenario).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the test environment: scripts/test.sh"]
-async fn loads_bronze_exactly_once_on_the_postgres_server() {
-    let url = testenv_var("DATABASE_URL");
-    scenario(WarehouseOptions::url(&fresh_database(&url).await, 4)).await;
-}
-
-#[tokio::test]
 async fn an_unreachable_warehouse_fails_the_once_run_with_a_clear_error() {
     let folder = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
@@ -359,47 +389,62 @@ async fn a_run_while_postgres_is_down_is_audited_once_it_is_back() {
         .unwrap();
     let warehouse = EmbeddedWarehouse::start_on(&data, Some(address)).unwrap();
     let options = warehouse.options();
-    let pool = options.connect_and_migrate().await.unwrap();
-    let lake = StorageOptions::local(&folder.path().join("lake")).unwrap();
-    let loader = loader(&pool, &lake);
-    pool.close().await;
+    options.connect_and_migrate().await.unwrap().close().await;
     warehouse.shutdown().await.unwrap();
 
-    // PostgreSQL is down: the run fails and cannot be audited yet.
-    let pool = options.connect().await;
-    assert!(pool.is_err(), "the warehouse is down");
-    let failure = loader.run_once().await.unwrap_err();
+    // The loader starts serving while PostgreSQL is down: its runs fail and cannot be audited.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy(&options.database_url)
+        .unwrap();
+    let lake = StorageOptions::local(&folder.path().join("lake")).unwrap();
+    let loader = loader(&pool, &lake);
+    let cancel = CancellationToken::new();
+    let serving = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let every = Schedule::Every(std::time::Duration::from_millis(200));
+            loader.serve(every, &cancel).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(
-        failure.error.contains("writing the audit row"),
-        "{}",
-        failure.error
+        !serving.is_finished(),
+        "a failed run does not stop the loader"
     );
 
-    // Back on the same address: the failure is audited, and the next run succeeds.
+    // Back on the same address: the failures are audited, and the next run succeeds. The
+    // embedded server takes one connection at a time, so the test shares the loader's pool.
     let warehouse = EmbeddedWarehouse::start_on(&data, Some(address)).unwrap();
-    let pool = options.connect().await.unwrap();
-    let loader = self::loader(&pool, &lake);
-    loader
-        .audit_unreachable(std::slice::from_ref(&failure))
-        .await
-        .unwrap();
-    let (status, error): (String, String) =
-        sqlx::query_as("select status, error from metadata.load_audit where run_id = $1")
-            .bind(failure.run_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(status, "FAILED");
-    assert!(error.contains("writing the audit row"));
-    let next = loader.run_once().await.unwrap();
-    assert_eq!(next.status, RunStatus::Success);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (failed, succeeded) = loop {
+        let counts: Result<(i64, i64), _> = sqlx::query_as(
+            "select count(*) filter (where status = 'FAILED' and error like '%writing the audit row%'), \
+                    count(*) filter (where status = 'SUCCESS') from metadata.load_audit",
+        )
+        .fetch_one(&pool)
+        .await;
+        match counts {
+            Ok((failed, succeeded)) if succeeded > 0 => break (failed, succeeded),
+            _ if std::time::Instant::now() > deadline => panic!("no successful run: {counts:?}"),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    assert!(failed >= 1, "the runs while it was down are audited");
+    assert!(succeeded >= 1);
+    cancel.cancel();
+    assert!(
+        serving.await.unwrap().is_ok(),
+        "shutdown ends the loader cleanly"
+    );
     pool.close().await;
     warehouse.shutdown().await.unwrap();
 }
 
 /// Replay of a date range: rows lost from silver come back, nothing is loaded twice, old
 /// rejections are replaced rather than doubled, and every replay run is audited as one.
-async fn replay_scenario(options: WarehouseOptions) {
+async fn a_replayed_date_range_restores_lost_rows_once(options: WarehouseOptions) {
     let pool = options.connect_and_migrate().await.unwrap();
     let folder = tempfile::tempdir().unwrap();
     let lake = StorageOptions::local(folder.path()).unwrap();
@@ -448,18 +493,6 @@ async fn replay_scenario(options: WarehouseOptions) {
     let next = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!((next.status, next.files_pending), (RunStatus::Success, 0));
     pool.close().await;
-}
-
-#[tokio::test]
-async fn a_replayed_date_range_restores_lost_rows_once_on_the_embedded_postgres() {
-    on_embedded_postgres(replay_scenario).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the test environment: scripts/test.sh"]
-async fn a_replayed_date_range_restores_lost_rows_once_on_the_postgres_server() {
-    let url = testenv_var("DATABASE_URL");
-    replay_scenario(WarehouseOptions::url(&fresh_database(&url).await, 4)).await;
 }
 
 #[test]

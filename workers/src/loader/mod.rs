@@ -7,6 +7,9 @@
 //! row in `metadata.load_audit`.
 
 pub mod rows;
+mod service;
+
+pub use service::{RunFailed, Schedule};
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -13,25 +13,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
-use tokio_util::sync::CancellationToken;
 
 use crate::bronze::{Lake, layout};
 use crate::faults::FaultRates;
-use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunReport, count};
-use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
-use crate::sink::ChannelSink;
-use crate::source::{CommittedPositions, InProcessSource};
+use crate::in_process::{Flowed, InProcessPipeline, TOPIC};
+use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, RunReport, count};
+use crate::producer::{EventStream, KaggleTime, ProducerMetrics, StreamConfig};
+use crate::source::CommittedPositions;
 use crate::storage::StorageOptions;
-use crate::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
+use crate::streamer::{BatchPolicy, StreamSummary, StreamerMetrics};
 use crate::transform::{self, NodeKind, NodeStatus, Project, TransformOptions, TransformReport};
 use crate::warehouse::EmbeddedWarehouse;
 
-/// Messages the in-process channel holds before the producer waits.
-const CHANNEL_CAPACITY: usize = 10_000;
 /// Partitions of the in-process topic.
 const PARTITIONS: i32 = 3;
-/// Name of the in-process topic.
-const TOPIC: &str = "transactions";
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,67 +81,73 @@ struct State {
     offsets: HashMap<i32, i64>,
 }
 
+/// Any error of a stage, kept with its sources so that the command prints the whole chain.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Errors of the quickstart.
 #[derive(Debug, thiserror::Error)]
 pub enum QuickstartError {
     /// The output folder or its state could not be used.
-    #[error("{action} {path}: {reason}")]
+    #[error("{action} {path}")]
     Folder {
         /// What was being done.
         action: &'static str,
         /// The path.
         path: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
     /// A stage failed.
-    #[error("the {stage} stage failed: {reason}")]
+    #[error("the {stage} stage failed")]
     Stage {
         /// Which stage.
         stage: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: BoxError,
     },
 }
 
-fn stage(stage: &'static str) -> impl Fn(String) -> QuickstartError {
-    move |reason| QuickstartError::Stage { stage, reason }
+fn stage<E: Into<BoxError>>(stage: &'static str) -> impl Fn(E) -> QuickstartError {
+    move |error| QuickstartError::Stage {
+        stage,
+        source: error.into(),
+    }
 }
 
-fn folder_error<'a>(
+fn folder_error<'a, E: Into<BoxError>>(
     action: &'static str,
     path: &'a Path,
-) -> impl Fn(String) -> QuickstartError + 'a {
-    move |reason| QuickstartError::Folder {
+) -> impl Fn(E) -> QuickstartError + 'a {
+    move |error| QuickstartError::Folder {
         action,
         path: path.display().to_string(),
-        reason,
+        source: error.into(),
     }
 }
 
 /// Runs the pipeline once on `config.out`.
 pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, QuickstartError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.out)
-        .map_err(|e| folder_error("creating", &config.out)(e.to_string()))?;
+    std::fs::create_dir_all(&config.out).map_err(folder_error("creating", &config.out))?;
     let out = config
         .out
         .canonicalize()
-        .map_err(|e| folder_error("resolving", &config.out)(e.to_string()))?;
+        .map_err(folder_error("resolving", &config.out))?;
     let state_path = out.join("quickstart-state.json");
     let mut state = read_state(&state_path)?;
     let run_number = state.runs + 1;
 
     let lake = StorageOptions::local(&out.join("lake"))
         .and_then(|options| Lake::open(&options))
-        .map_err(|e| stage("lake")(e.to_string()))?;
-    let warehouse = EmbeddedWarehouse::start(&out.join("warehouse"))
-        .map_err(|e| stage("warehouse")(e.to_string()))?;
+        .map_err(stage("lake"))?;
+    let warehouse = EmbeddedWarehouse::start(&out.join("warehouse")).map_err(stage("warehouse"))?;
     let pool = warehouse
         .options()
         .connect_and_migrate()
         .await
-        .map_err(|e| stage("warehouse")(e.to_string()))?;
+        .map_err(stage("warehouse"))?;
 
     // Produce and stream concurrently through the bounded channel.
     let start = state.timeline_end.unwrap_or_else(|| {
@@ -171,8 +172,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         faults: config.faults,
         ..StreamConfig::default()
     };
-    let mut events = EventStream::new(&stream_config, ProducerMetrics::default())
-        .map_err(|e| stage("produce")(e.to_string()))?;
+    let mut events =
+        EventStream::new(&stream_config, ProducerMetrics::default()).map_err(stage("produce"))?;
     // The in-process topic cannot replay, so a new run never reuses an offset: it starts
     // after the last committed offset and after any batch an interrupted run wrote.
     let mut offsets = state.offsets.clone();
@@ -180,7 +181,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         let record = lake
             .read_batch_record(TOPIC, partition)
             .await
-            .map_err(|e| stage("stream")(e.to_string()))?;
+            .map_err(stage("stream"))?;
         if let Some(record) = record {
             let next = offsets.entry(partition).or_insert(0);
             *next = (*next).max(record.range.last_offset + 1);
@@ -190,15 +191,14 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     if let Ok(mut committed) = positions.lock() {
         committed.extend(offsets);
     }
-    let (mut sink, receiver) = ChannelSink::new(CHANNEL_CAPACITY);
-    let source = InProcessSource::new(TOPIC, receiver, PARTITIONS, positions.clone());
     let streamer_metrics = StreamerMetrics::default();
-    let policy = BatchPolicy {
-        max_rows: 50_000,
-        ..BatchPolicy::default()
-    };
-    let streamer = Streamer::new(source, lake.clone(), policy, streamer_metrics.clone());
-    let streaming = tokio::spawn(streamer.run(CancellationToken::new()));
+    let pipeline = InProcessPipeline::new(lake.clone(), PARTITIONS)
+        .with_positions(positions.clone())
+        .with_policy(BatchPolicy {
+            max_rows: 50_000,
+            ..BatchPolicy::default()
+        })
+        .with_metrics(streamer_metrics.clone());
 
     let bars = crate::telemetry::multi_progress();
     let produce_bar = bars.add(crate::telemetry::progress_bar(
@@ -211,33 +211,16 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     ));
     let watcher = {
         let stream_bar = stream_bar.clone();
-        let metrics = streamer_metrics.clone();
         tokio::spawn(async move {
             loop {
-                stream_bar.set_position(metrics.messages_read());
+                stream_bar.set_position(streamer_metrics.messages_read());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
-    let limits = RunLimits {
-        count: Some(config.events),
-        rate: None,
-    };
-    let produced = producer::run(
-        &mut events,
-        &mut sink,
-        limits,
-        &CancellationToken::new(),
-        &produce_bar,
-    )
-    .await
-    .map_err(|e| stage("produce")(e.to_string()))?;
-    drop(sink);
-    let streamed = streaming
-        .await
-        .map_err(|e| stage("stream")(e.to_string()))?
-        .map_err(|e| stage("stream")(e.to_string()))?;
+    let flowed = pipeline.run(&mut events, config.events, &produce_bar).await;
     watcher.abort();
+    let Flowed { produced, streamed } = flowed.map_err(stage("stream"))?;
     stream_bar.finish_and_clear();
     tracing::info!(
         produced = produced.sent,
@@ -258,7 +241,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     let load = loader
         .run_once()
         .await
-        .map_err(|failure| stage("load")(failure.error))?;
+        .map_err(|failure| stage("load")(RunFailed::from(failure)))?;
     load_bar.finish_and_clear();
     tracing::info!(
         status = %load.status,
@@ -266,11 +249,14 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         "loaded"
     );
     if let Some(error) = &load.error {
-        return Err(stage("load")(error.clone()));
+        return Err(stage("load")(RunFailed {
+            run_id: load.run_id,
+            error: error.clone(),
+        }));
     }
     let transform_bar = bars.add(crate::telemetry::progress_bar(None, "transform"));
     transform_bar.enable_steady_tick(Duration::from_millis(120));
-    let project = Project::embedded().map_err(|e| stage("transform")(e.to_string()))?;
+    let project = Project::embedded().map_err(stage("transform"))?;
     let options = TransformOptions {
         select: None,
         full_refresh: false,
@@ -278,7 +264,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     };
     let transform = transform::run(&pool, &project, &options)
         .await
-        .map_err(|e| stage("transform")(e.to_string()))?;
+        .map_err(stage("transform"))?;
     transform_bar.finish_and_clear();
     tracing::info!(failed = transform.failed(), "transformed");
 
@@ -286,17 +272,14 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     let bronze_rows = lake
         .stored_positions(layout::TRANSACTIONS_PREFIX)
         .await
-        .map_err(|e| stage("summary")(e.to_string()))?
+        .map_err(stage("summary"))?
         .len();
     let dead_letters = lake
         .stored_positions(layout::DEAD_LETTER_PREFIX)
         .await
-        .map_err(|e| stage("summary")(e.to_string()))?
+        .map_err(stage("summary"))?
         .len();
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(|e| stage("summary")(e.to_string()))?;
+    let mut conn = pool.acquire().await.map_err(stage("summary"))?;
     let mut layers = vec![
         ("produced (this run)".to_owned(), count(produced.sent)),
         ("bronze rows".to_owned(), count(bronze_rows as u64)),
@@ -323,7 +306,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         let rows: i64 = sqlx::query_scalar(sql)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| stage("summary")(e.to_string()))?;
+            .map_err(stage("summary"))?;
         layers.push((label.to_owned(), rows));
     }
     let daily_summary: Vec<String> = sqlx::query_scalar(
@@ -334,28 +317,25 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| stage("summary")(e.to_string()))?;
+    .map_err(stage("summary"))?;
     let data = report::gather(&mut conn, layers.clone())
         .await
-        .map_err(|e| stage("report")(e.to_string()))?;
+        .map_err(stage("report"))?;
     let report_path = out.join("report.html");
     std::fs::write(
         &report_path,
         report::render(&data, &Utc::now().to_rfc3339()),
     )
-    .map_err(|e| folder_error("writing", &report_path)(e.to_string()))?;
+    .map_err(folder_error("writing", &report_path))?;
     tracing::info!(report = %report_path.display(), "report written");
     // Flush everything to the data files, so the next start needs no recovery.
     sqlx::query("checkpoint")
         .execute(&mut *conn)
         .await
-        .map_err(|e| stage("warehouse")(e.to_string()))?;
+        .map_err(stage("warehouse"))?;
     drop(conn);
     pool.close().await;
-    warehouse
-        .shutdown()
-        .await
-        .map_err(|e| stage("warehouse")(e.to_string()))?;
+    warehouse.shutdown().await.map_err(stage("warehouse"))?;
     tracing::info!("warehouse stopped");
 
     state.runs = run_number;
@@ -377,18 +357,16 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
 
 fn read_state(path: &Path) -> Result<State, QuickstartError> {
     match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| folder_error("reading", path)(e.to_string()))
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(folder_error("reading", path)),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-        Err(error) => Err(folder_error("reading", path)(error.to_string())),
+        Err(error) => Err(folder_error("reading", path)(error)),
     }
 }
 
 fn write_state(path: &Path, state: &State) -> Result<(), QuickstartError> {
     let text = serde_json::to_vec_pretty(state)
         .unwrap_or_else(|e| unreachable!("the state serialises: {e}"));
-    std::fs::write(path, text).map_err(|e| folder_error("writing", path)(e.to_string()))
+    std::fs::write(path, text).map_err(folder_error("writing", path))
 }
 
 impl QuickstartSummary {

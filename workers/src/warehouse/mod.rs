@@ -15,6 +15,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+/// The longest wait between two attempts to reach a warehouse that is down.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 /// The migrations in `sql/migrations`, embedded at build time so a pod needs no volume.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("../sql/migrations");
@@ -78,6 +82,35 @@ impl WarehouseOptions {
             None => MIGRATIONS.run(&pool).await?,
         }
         Ok(pool)
+    }
+
+    /// [`connect_and_migrate`](Self::connect_and_migrate), retried with a doubling delay
+    /// (1 s up to 30 s) while it fails: a warehouse that is down when a worker starts is
+    /// waited out rather than turned into a crash loop. With `give_up_after`, the last error
+    /// is returned once that much time has passed; `Ok(None)` means `cancel` fired first.
+    pub async fn connect_and_migrate_patiently(
+        &self,
+        give_up_after: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PgPool>, WarehouseError> {
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match self.connect_and_migrate().await {
+                Ok(pool) => return Ok(Some(pool)),
+                Err(error) if give_up_after.is_some_and(|limit| started.elapsed() > limit) => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "warehouse not reachable; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = cancel.cancelled() => return Ok(None),
+                    }
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
     }
 
     /// Connects without migrating.
