@@ -259,7 +259,8 @@ async fn insert_statement(pool: &PgPool) -> anyhow::Result<String> {
         values.push(format!("${}::{kind}", i + 1));
     }
     Ok(format!(
-        "insert into raw.transactions ({COPY_COLUMNS}) values ({}) on conflict (event_id) do nothing",
+        "insert into raw.transactions ({}) values ({}) on conflict (event_id) do nothing",
+        COPY_COLUMNS.as_str(),
         values.join(", ")
     ))
 }

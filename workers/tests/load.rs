@@ -10,6 +10,7 @@ use chrono::{TimeZone, Utc};
 use common::{fresh_database, on_embedded_postgres, testenv_var};
 use fintech_workers::bronze::decode;
 use fintech_workers::bronze::layout::{self, BatchRange};
+use fintech_workers::bronze::schema::{Nullability, TRANSACTION_COLUMNS};
 use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
@@ -157,6 +158,41 @@ on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
 on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
 on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
+on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
+
+/// The one declaration of a payment event's columns matches the silver table the migrations
+/// make: every column, its type and where it may be null; silver adds only lineage.
+async fn the_declared_columns_are_those_of_raw_transactions(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "select column_name::text, data_type::text, is_nullable::text \
+         from information_schema.columns \
+         where table_schema = 'raw' and table_name = 'transactions'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut silver: std::collections::HashMap<String, (String, bool)> = rows
+        .into_iter()
+        .map(|(name, data_type, nullable)| (name, (data_type, nullable == "YES")))
+        .collect();
+    for column in TRANSACTION_COLUMNS {
+        let (data_type, nullable) = silver
+            .remove(column.name)
+            .unwrap_or_else(|| panic!("raw.transactions has no column {}", column.name));
+        assert_eq!(data_type, column.silver, "the type of {}", column.name);
+        assert_eq!(
+            nullable,
+            column.nullability == Nullability::Optional,
+            "whether {} may be null in silver",
+            column.name
+        );
+    }
+    let mut lineage: Vec<String> = silver.into_keys().collect();
+    lineage.sort();
+    assert_eq!(lineage, ["bronze_file", "load_run_id", "loaded_at"]);
+    pool.close().await;
+}
 
 async fn a_run_accounts_for_every_row_in_the_audit_and_quality_tables(options: WarehouseOptions) {
     let pool = options.connect_and_migrate().await.unwrap();

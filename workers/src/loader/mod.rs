@@ -486,9 +486,10 @@ impl Loader {
             .map_err(db("creating the staging table"))?;
         // Rows go to the server file by file, so a run holds one file's rows, not all of them.
         let mut rows = RunRows::default();
+        let columns = COPY_COLUMNS.as_str();
         let mut copy = tx
             .copy_in_raw(&format!(
-                "copy load_stage ({COPY_COLUMNS}) from stdin (format text)"
+                "copy load_stage ({columns}) from stdin (format text)"
             ))
             .await
             .map_err(db("starting COPY"))?;
@@ -506,7 +507,7 @@ impl Loader {
         };
         copy.finish().await.map_err(db("finishing COPY"))?;
         loaded.rows_loaded = sqlx::query(&format!(
-            "insert into raw.transactions ({COPY_COLUMNS}) select {COPY_COLUMNS} from load_stage \
+            "insert into raw.transactions ({columns}) select {columns} from load_stage \
              on conflict (event_id) do nothing"
         ))
         .execute(&mut *tx)

@@ -2,14 +2,19 @@
 //! the rows sent to the warehouse's `COPY`, and the rejected rows with their reasons.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
     TimestampMillisecondType,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, BooleanArray, Decimal128Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
+};
 
+use crate::bronze::schema::{BronzeType, Column, TRANSACTION_COLUMNS};
 use crate::warehouse::copy_text::{
     end_copy_row, push_cents, push_display, push_float, push_raw, push_text, push_timestamp,
     timestamp_text,
@@ -18,11 +23,19 @@ use crate::warehouse::copy_text::{
 /// Largest amount `numeric(14, 2)` holds, in hundredths.
 const MAX_AMOUNT_CENTS: i128 = 99_999_999_999_999;
 
-/// The silver columns filled from bronze, in `COPY` order.
-pub const COPY_COLUMNS: &str = "event_id, transaction_id, status, event_time, customer_id, \
-    merchant_id, merchant_name, category, amount, currency, payment_method, city, state, \
-    country, latitude, longitude, is_fraud, source, schema_version, kafka_partition, \
-    kafka_offset, kafka_timestamp, ingested_at, bronze_file, load_run_id";
+/// Columns of `raw.transactions` the loader fills beside the bronze ones: where each row
+/// came from.
+const LINEAGE_COLUMNS: [&str; 2] = ["bronze_file", "load_run_id"];
+
+/// The silver columns filled from bronze, in `COPY` order: the bronze columns, then lineage.
+pub static COPY_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    TRANSACTION_COLUMNS
+        .iter()
+        .map(|column| column.name)
+        .chain(LINEAGE_COLUMNS)
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 /// Why a row is refused; the `reason` of `raw.rejected_transactions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,38 +140,139 @@ pub struct SchemaMismatch {
     pub column: &'static str,
 }
 
-struct Columns<'a> {
-    batch: &'a RecordBatch,
-    file: &'a str,
+/// One bronze column of a batch, checked against its declared [`BronzeType`].
+enum Cells<'a> {
+    Int32(&'a Int32Array),
+    Int64(&'a Int64Array),
+    Text(&'a StringArray),
+    Boolean(&'a BooleanArray),
+    Float64(&'a Float64Array),
+    Amount(&'a Decimal128Array),
+    Micros(&'a TimestampMicrosecondArray),
+    Millis(&'a TimestampMillisecondArray),
 }
 
-impl<'a> Columns<'a> {
-    fn get(&self, name: &'static str) -> Result<&'a ArrayRef, SchemaMismatch> {
-        self.batch.column_by_name(name).ok_or(SchemaMismatch {
-            file: self.file.to_owned(),
-            column: name,
-        })
+impl<'a> Cells<'a> {
+    /// The column `column` of `batch`, read from `file`.
+    fn of(batch: &'a RecordBatch, column: &Column, file: &str) -> Result<Self, SchemaMismatch> {
+        let mismatch = || SchemaMismatch {
+            file: file.to_owned(),
+            column: column.name,
+        };
+        let array = batch.column_by_name(column.name).ok_or_else(mismatch)?;
+        let cells = match column.bronze {
+            BronzeType::Int32 => array.as_primitive_opt::<Int32Type>().map(Self::Int32),
+            BronzeType::Int64 => array.as_primitive_opt::<Int64Type>().map(Self::Int64),
+            BronzeType::Text => array.as_string_opt::<i32>().map(Self::Text),
+            BronzeType::Boolean => array.as_boolean_opt().map(Self::Boolean),
+            BronzeType::Float64 => array.as_primitive_opt::<Float64Type>().map(Self::Float64),
+            // Hundredths are what the COPY text and the range check assume.
+            BronzeType::Amount => array
+                .as_primitive_opt::<Decimal128Type>()
+                .filter(|amounts| amounts.scale() == 2)
+                .map(Self::Amount),
+            BronzeType::TimestampMicros => array
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .map(Self::Micros),
+            BronzeType::TimestampMillis => array
+                .as_primitive_opt::<TimestampMillisecondType>()
+                .map(Self::Millis),
+        };
+        cells.ok_or_else(mismatch)
     }
 
-    fn text(&self, name: &'static str) -> Result<&'a arrow_array::StringArray, SchemaMismatch> {
-        self.get(name)?
-            .as_string_opt::<i32>()
-            .ok_or(SchemaMismatch {
-                file: self.file.to_owned(),
-                column: name,
-            })
+    fn array(&self) -> &dyn Array {
+        match self {
+            Self::Int32(a) => *a,
+            Self::Int64(a) => *a,
+            Self::Text(a) => *a,
+            Self::Boolean(a) => *a,
+            Self::Float64(a) => *a,
+            Self::Amount(a) => *a,
+            Self::Micros(a) => *a,
+            Self::Millis(a) => *a,
+        }
     }
 
-    fn primitive<T: arrow_array::ArrowPrimitiveType>(
-        &self,
-        name: &'static str,
-    ) -> Result<&'a arrow_array::PrimitiveArray<T>, SchemaMismatch> {
-        self.get(name)?
-            .as_primitive_opt::<T>()
-            .ok_or(SchemaMismatch {
-                file: self.file.to_owned(),
-                column: name,
-            })
+    /// Appends the value of `row` as `COPY` text (`\N` for null).
+    fn push_copy(&self, line: &mut Vec<u8>, row: usize) {
+        if self.array().is_null(row) {
+            push_raw(line, "\\N");
+            return;
+        }
+        match self {
+            Self::Int32(a) => push_display(line, a.value(row)),
+            Self::Int64(a) => push_display(line, a.value(row)),
+            Self::Text(a) => push_text(line, a.value(row)),
+            Self::Boolean(a) => push_raw(line, if a.value(row) { "t" } else { "f" }),
+            Self::Float64(a) => push_float(line, Some(a.value(row))),
+            Self::Amount(a) => push_cents(line, a.value(row)),
+            Self::Micros(a) => push_timestamp(line, a.value(row)),
+            Self::Millis(a) => push_timestamp(line, a.value(row).saturating_mul(1_000)),
+        }
+    }
+
+    /// The value of `row` as JSON, for a rejected row.
+    fn json(&self, row: usize) -> serde_json::Value {
+        use serde_json::Value;
+        if self.array().is_null(row) {
+            return Value::Null;
+        }
+        match self {
+            Self::Int32(a) => a.value(row).into(),
+            Self::Int64(a) => a.value(row).into(),
+            Self::Text(a) => a.value(row).into(),
+            Self::Boolean(a) => a.value(row).into(),
+            Self::Float64(a) => {
+                serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number)
+            }
+            Self::Amount(a) => a.value_as_string(row).into(),
+            Self::Micros(a) => timestamp_text(a.value(row), 1).into(),
+            Self::Millis(a) => timestamp_text(a.value(row), 1_000).into(),
+        }
+    }
+}
+
+/// The columns the validation reads by name.
+struct Checked<'a> {
+    event_id: &'a StringArray,
+    transaction_id: &'a StringArray,
+    customer_id: &'a StringArray,
+    amount: &'a Decimal128Array,
+    partition: &'a Int32Array,
+    offset: &'a Int64Array,
+}
+
+impl<'a> Checked<'a> {
+    fn of(cells: &[Cells<'a>]) -> Self {
+        let cell = |name: &str| {
+            let index = TRANSACTION_COLUMNS
+                .iter()
+                .position(|column| column.name == name)
+                .unwrap_or_else(|| unreachable!("{name} is a bronze column"));
+            &cells[index]
+        };
+        let text = |name: &str| match cell(name) {
+            Cells::Text(array) => *array,
+            _ => unreachable!("{name} is text"),
+        };
+        Self {
+            event_id: text("event_id"),
+            transaction_id: text("transaction_id"),
+            customer_id: text("customer_id"),
+            amount: match cell("amount") {
+                Cells::Amount(array) => array,
+                _ => unreachable!("amount is an amount"),
+            },
+            partition: match cell("kafka_partition") {
+                Cells::Int32(array) => array,
+                _ => unreachable!("kafka_partition is an Int32"),
+            },
+            offset: match cell("kafka_offset") {
+                Cells::Int64(array) => array,
+                _ => unreachable!("kafka_offset is an Int64"),
+            },
+        }
     }
 }
 
@@ -170,60 +284,24 @@ impl RunRows {
         batch: &RecordBatch,
         run_id: &str,
     ) -> Result<(), SchemaMismatch> {
-        let columns = Columns { batch, file };
-        let event_id = columns.text("event_id")?;
-        let transaction_id = columns.text("transaction_id")?;
-        let status = columns.text("status")?;
-        let event_time = columns.primitive::<TimestampMicrosecondType>("event_time")?;
-        let customer_id = columns.text("customer_id")?;
-        let merchant_id = columns.text("merchant_id")?;
-        let merchant_name = columns.text("merchant_name")?;
-        let category = columns.text("category")?;
-        let amount = columns.primitive::<Decimal128Type>("amount")?;
-        let currency = columns.text("currency")?;
-        let payment_method = columns.text("payment_method")?;
-        let city = columns.text("city")?;
-        let state = columns.text("state")?;
-        let country = columns.text("country")?;
-        let latitude = columns.primitive::<Float64Type>("latitude")?;
-        let longitude = columns.primitive::<Float64Type>("longitude")?;
-        let is_fraud = columns
-            .get("is_fraud")?
-            .as_boolean_opt()
-            .ok_or(SchemaMismatch {
-                file: file.to_owned(),
-                column: "is_fraud",
-            })?;
-        let source = columns.text("source")?;
-        let schema_version = columns.primitive::<Int32Type>("schema_version")?;
-        let partition = columns.primitive::<Int32Type>("kafka_partition")?;
-        let offset = columns.primitive::<Int64Type>("kafka_offset")?;
-        let kafka_timestamp = columns.primitive::<TimestampMillisecondType>("kafka_timestamp")?;
-        let ingested_at = columns.primitive::<TimestampMicrosecondType>("ingested_at")?;
-        if amount.scale() != 2 {
-            return Err(SchemaMismatch {
-                file: file.to_owned(),
-                column: "amount",
-            });
-        }
+        let cells = TRANSACTION_COLUMNS
+            .iter()
+            .map(|column| Cells::of(batch, column, file))
+            .collect::<Result<Vec<_>, _>>()?;
+        let checked = Checked::of(&cells);
 
-        for (name, column) in [
-            ("customer_id", customer_id as &dyn Array),
-            ("latitude", latitude),
-            ("longitude", longitude),
-            ("kafka_timestamp", kafka_timestamp),
-        ] {
-            let nulls = column.null_count() as u64;
-            if nulls > 0 {
-                *self.stats.nulls.entry(name).or_default() += nulls;
+        for (column, cells) in TRANSACTION_COLUMNS.iter().zip(&cells) {
+            let nulls = cells.array().null_count() as u64;
+            if column.nullable_in_bronze() && nulls > 0 {
+                *self.stats.nulls.entry(column.name).or_default() += nulls;
             }
         }
 
         for row in 0..batch.num_rows() {
             self.stats.read += 1;
-            let cents = amount.value(row);
-            let customer = (!customer_id.is_null(row)).then(|| customer_id.value(row));
-            let reason = if customer.is_none_or(str::is_empty) {
+            let cents = checked.amount.value(row);
+            let customer = checked.customer_id;
+            let reason = if customer.is_null(row) || customer.value(row).is_empty() {
                 Some(RejectReason::MissingCustomerId)
             } else if cents <= 0 {
                 Some(RejectReason::NonPositiveAmount)
@@ -234,64 +312,31 @@ impl RunRows {
             };
             if let Some(reason) = reason {
                 *self.stats.rejected.entry(reason).or_default() += 1;
+                let json = TRANSACTION_COLUMNS
+                    .iter()
+                    .zip(&cells)
+                    .map(|(column, cells)| (column.name.to_owned(), cells.json(row)))
+                    .collect();
                 self.rejections.push(Rejection {
                     bronze_file: file.to_owned(),
-                    partition: partition.value(row),
-                    offset: offset.value(row),
-                    event_id: event_id.value(row).to_owned(),
-                    transaction_id: transaction_id.value(row).to_owned(),
+                    partition: checked.partition.value(row),
+                    offset: checked.offset.value(row),
+                    event_id: checked.event_id.value(row).to_owned(),
+                    transaction_id: checked.transaction_id.value(row).to_owned(),
                     reason,
-                    row: serde_json::json!({
-                        "event_id": event_id.value(row),
-                        "transaction_id": transaction_id.value(row),
-                        "status": status.value(row),
-                        "event_time": timestamp_text(event_time.value(row), 1),
-                        "customer_id": customer,
-                        "merchant_id": merchant_id.value(row),
-                        "amount": amount.value_as_string(row),
-                        "currency": currency.value(row),
-                        "payment_method": payment_method.value(row),
-                        "source": source.value(row),
-                    }),
+                    row: serde_json::Value::Object(json),
                 });
                 continue;
             }
-            if !self.seen.insert(event_id.value(row)) {
+            if !self.seen.insert(checked.event_id.value(row)) {
                 self.stats.duplicate_in_run += 1;
                 continue;
             }
             self.stats.accepted += 1;
             let line = &mut self.copy_text;
-            push_text(line, event_id.value(row));
-            push_text(line, transaction_id.value(row));
-            push_text(line, status.value(row));
-            push_timestamp(line, event_time.value(row));
-            push_text(line, customer.unwrap_or_default());
-            push_text(line, merchant_id.value(row));
-            push_text(line, merchant_name.value(row));
-            push_text(line, category.value(row));
-            push_cents(line, cents);
-            push_text(line, currency.value(row));
-            push_text(line, payment_method.value(row));
-            push_text(line, city.value(row));
-            push_text(line, state.value(row));
-            push_text(line, country.value(row));
-            push_float(line, (!latitude.is_null(row)).then(|| latitude.value(row)));
-            push_float(
-                line,
-                (!longitude.is_null(row)).then(|| longitude.value(row)),
-            );
-            push_raw(line, if is_fraud.value(row) { "t" } else { "f" });
-            push_text(line, source.value(row));
-            push_display(line, schema_version.value(row));
-            push_display(line, partition.value(row));
-            push_display(line, offset.value(row));
-            if kafka_timestamp.is_null(row) {
-                push_raw(line, "\\N");
-            } else {
-                push_timestamp(line, kafka_timestamp.value(row).saturating_mul(1_000));
+            for cells in &cells {
+                cells.push_copy(line, row);
             }
-            push_timestamp(line, ingested_at.value(row));
             push_text(line, file);
             push_raw(line, run_id);
             end_copy_row(line);
