@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use chrono::{TimeZone, Utc};
-use common::{fresh_database, on_embedded_postgres, testenv_var};
+use common::{fresh_database, testenv_var};
 use fintech_workers::bronze::decode;
 use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::schema::{Nullability, TRANSACTION_COLUMNS};
@@ -130,27 +130,6 @@ async fn filled_lake(
     let positions = CommittedPositions::default();
     fill_lake(&lake, &positions, 7, count).await;
     (folder, lake, positions, expected(7, count as usize))
-}
-
-/// Runs each guarantee on the embedded PostgreSQL and on the test environment's server.
-macro_rules! on_every_warehouse {
-    ($guarantee:ident) => {
-        mod $guarantee {
-            use super::*;
-
-            #[tokio::test]
-            async fn on_the_embedded_postgres() {
-                on_embedded_postgres(super::$guarantee).await;
-            }
-
-            #[tokio::test]
-            #[ignore = "needs the test environment: scripts/test.sh"]
-            async fn on_the_postgres_server() {
-                let url = testenv_var("DATABASE_URL");
-                super::$guarantee(WarehouseOptions::url(&fresh_database(&url).await, 4)).await;
-            }
-        }
-    };
 }
 
 on_every_warehouse!(a_run_accounts_for_every_row_in_the_audit_and_quality_tables);

@@ -1,10 +1,11 @@
 //! The gold layer from a hand-made silver fixture, on the embedded PostgreSQL and the real
 //! server: every mart against figures computed by hand, the settlement merge, a late
-//! settlement that only --full-refresh picks up, a failing data test, and idempotent reruns.
+//! settlement that only --full-refresh picks up, idempotent reruns, a failing data test and a
+//! model that cannot be built; each guarantee a test of its own.
 
 mod common;
 
-use common::{fresh_database, on_embedded_postgres, testenv_var};
+use common::{fresh_database, testenv_var};
 use fintech_workers::transform::project::embedded_files;
 use fintech_workers::transform::{self, Project, TransformOptions};
 use fintech_workers::warehouse::WarehouseOptions;
@@ -165,7 +166,8 @@ async fn fact_status(pool: &PgPool, transaction: &str) -> String {
         .unwrap()
 }
 
-async fn scenario(options: WarehouseOptions) {
+/// A warehouse holding the fixture in silver, built once: the pool and the project.
+async fn built(options: WarehouseOptions) -> (PgPool, Project) {
     let pool = options.connect_and_migrate().await.unwrap();
     for event in &FIXTURE {
         insert(&pool, event).await;
@@ -173,7 +175,18 @@ async fn scenario(options: WarehouseOptions) {
     let project = Project::embedded().unwrap();
     let first = run(&pool, &project, false).await;
     assert!(!first.failed(), "{}", first.failures());
+    (pool, project)
+}
 
+on_every_warehouse!(every_mart_matches_figures_computed_by_hand);
+on_every_warehouse!(an_incremental_run_merges_a_settlement_inside_the_window);
+on_every_warehouse!(a_settlement_older_than_the_window_needs_a_full_refresh);
+on_every_warehouse!(a_rerun_changes_nothing_and_every_step_is_recorded);
+on_every_warehouse!(a_failing_data_test_reports_a_sample_of_its_rows);
+on_every_warehouse!(a_model_that_cannot_be_built_names_the_statement_and_the_reason);
+
+async fn every_mart_matches_figures_computed_by_hand(options: WarehouseOptions) {
+    let (pool, _) = built(options).await;
     // Hand-computed: USD at 83 INR; T3 pending and fraudulent; T4 failed; T7 pending.
     assert_eq!(
         summary(&pool).await,
@@ -214,8 +227,12 @@ async fn scenario(options: WarehouseOptions) {
         .await
         .unwrap();
     assert_eq!(merchants, 3);
+    pool.close().await;
+}
 
-    // The settlement of T3 arrives two days later: the incremental run merges it.
+/// The settlement of T3 arrives two days later: the incremental run merges it.
+async fn an_incremental_run_merges_a_settlement_inside_the_window(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
     insert(
         &pool,
         &(
@@ -241,10 +258,14 @@ async fn scenario(options: WarehouseOptions) {
             .await
             .contains(&"2026-11-02 UPI 2 2 0 600.00 300.00 1 0.5000".to_owned())
     );
+    pool.close().await;
+}
 
-    // A payment ten days later moves the window; then T7's settlement arrives, dated
-    // 2026-11-05, older than the window (2026-11-13 minus 3 days): the incremental run
-    // cannot see it, the full refresh does.
+/// A payment ten days later moves the window; then T7's settlement arrives, dated
+/// 2026-11-05, older than the window (2026-11-13 minus 3 days): the incremental run cannot
+/// see it, the full refresh does.
+async fn a_settlement_older_than_the_window_needs_a_full_refresh(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
     insert(
         &pool,
         &(
@@ -284,8 +305,29 @@ async fn scenario(options: WarehouseOptions) {
     assert_eq!(fact_status(&pool, "T7").await, "PENDING");
     assert!(!run(&pool, &project, true).await.failed());
     assert_eq!(fact_status(&pool, "T7").await, "SUCCESS");
+    pool.close().await;
+}
 
-    // Re-running changes nothing.
+async fn a_rerun_changes_nothing_and_every_step_is_recorded(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
+    insert(
+        &pool,
+        &(
+            "T3",
+            "SUCCESS",
+            "2026-11-04 01:00:00+00",
+            "C1",
+            "M1",
+            "500.00",
+            "INR",
+            "UPI",
+            "Mumbai",
+            "Maharashtra",
+            true,
+        ),
+    )
+    .await;
+    assert!(!run(&pool, &project, false).await.failed());
     let before = summary(&pool).await;
     let again = run(&pool, &project, false).await;
     assert!(!again.failed());
@@ -294,9 +336,7 @@ async fn scenario(options: WarehouseOptions) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(facts, 7);
-
-    // Every step is recorded.
+    assert_eq!(facts, 6);
     let recorded: i64 = sqlx::query_scalar(
         "select count(*) from metadata.transform_runs where run_id = $1 and status = 'SUCCESS'",
     )
@@ -305,8 +345,12 @@ async fn scenario(options: WarehouseOptions) {
     .await
     .unwrap();
     assert_eq!(recorded as usize, again.nodes.len());
+    pool.close().await;
+}
 
-    // A bad seed row (a zero exchange rate) makes the amount test fail with a sample.
+/// A bad seed row (a zero exchange rate) makes the amount test fail with a sample.
+async fn a_failing_data_test_reports_a_sample_of_its_rows(options: WarehouseOptions) {
+    let (pool, _) = built(options).await;
     let files = embedded_files()
         .into_iter()
         .map(|(path, text)| match path.as_str() {
@@ -323,9 +367,15 @@ async fn scenario(options: WarehouseOptions) {
         "{failures}"
     );
     assert!(failures.contains("\"transaction_id\":\"T2\""), "{failures}");
+    pool.close().await;
+}
 
-    // A model that cannot be built names what was being done and keeps the database's
-    // reason, in the report and in metadata.transform_runs alike.
+/// A model that cannot be built names what was being done and keeps the database's reason,
+/// in the report and in metadata.transform_runs alike.
+async fn a_model_that_cannot_be_built_names_the_statement_and_the_reason(
+    options: WarehouseOptions,
+) {
+    let (pool, _) = built(options).await;
     let broken_model = Project::from_files(vec![(
         "models/staging/stg_broken.sql".to_owned(),
         "select * from raw.no_such_table".to_owned(),
@@ -350,18 +400,6 @@ async fn scenario(options: WarehouseOptions) {
     .unwrap();
     assert_eq!(recorded, report.nodes[0].error);
     pool.close().await;
-}
-
-#[tokio::test]
-async fn builds_gold_on_the_embedded_postgres() {
-    on_embedded_postgres(scenario).await;
-}
-
-#[tokio::test]
-#[ignore = "needs the test environment: scripts/test.sh"]
-async fn builds_gold_on_the_postgres_server() {
-    let url = fresh_database(&testenv_var("DATABASE_URL")).await;
-    scenario(WarehouseOptions::url(&url, 2)).await;
 }
 
 #[tokio::test]

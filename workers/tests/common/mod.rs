@@ -136,3 +136,26 @@ where
     scenario(warehouse.options()).await;
     warehouse.shutdown().await.unwrap();
 }
+
+/// Runs the guarantee `$guarantee` (an `async fn(WarehouseOptions)` of the calling file) on
+/// the embedded PostgreSQL and, with the test environment, on the PostgreSQL server: one
+/// module named for the guarantee, one test per warehouse.
+#[macro_export]
+macro_rules! on_every_warehouse {
+    ($guarantee:ident) => {
+        mod $guarantee {
+            #[tokio::test]
+            async fn on_the_embedded_postgres() {
+                $crate::common::on_embedded_postgres(super::$guarantee).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs the test environment: scripts/test.sh"]
+            async fn on_the_postgres_server() {
+                let url = $crate::common::testenv_var("DATABASE_URL");
+                let url = $crate::common::fresh_database(&url).await;
+                super::$guarantee(fintech_workers::warehouse::WarehouseOptions::url(&url, 4)).await;
+            }
+        }
+    };
+}
