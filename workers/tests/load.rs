@@ -16,7 +16,7 @@ use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
 use fintech_workers::in_process::InProcessPipeline;
 use fintech_workers::loader::{
-    Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule,
+    Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule, UnauditedFailure,
 };
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::source::CommittedPositions;
@@ -138,6 +138,72 @@ on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
 on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
 on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
 on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
+on_every_warehouse!(a_run_the_warehouse_lost_mid_way_is_audited_as_failed_once_it_is_back);
+
+/// A run whose `RUNNING` row was written before the warehouse went away, and a replay run
+/// that never got a row, are both audited as FAILED when it answers again; a finished row
+/// is left alone.
+async fn a_run_the_warehouse_lost_mid_way_is_audited_as_failed_once_it_is_back(
+    options: WarehouseOptions,
+) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    let loader = loader(&pool, &lake);
+    let finished = loader.run_once().await.unwrap();
+    let lost_mid_way = uuid::Uuid::new_v4();
+    sqlx::query(
+        "insert into metadata.load_audit (run_id, started_at, status, loader_version, host, mode) \
+         values ($1, now() - interval '5 seconds', 'RUNNING', 'test', 'test', 'incremental')",
+    )
+    .bind(lost_mid_way)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let failure = |run_id, mode| UnauditedFailure {
+        run_id,
+        started_at: Utc::now(),
+        mode,
+        error: "the warehouse went away".to_owned(),
+    };
+    let never_recorded = uuid::Uuid::new_v4();
+    loader
+        .audit_unreachable(&[
+            failure(lost_mid_way, "incremental"),
+            failure(never_recorded, "replay"),
+            failure(finished.run_id, "incremental"),
+        ])
+        .await
+        .unwrap();
+    let row = |run_id: uuid::Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, Option<String>, bool)>(
+                "select status, mode, error, finished_at is not null \
+                 from metadata.load_audit where run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let failed = |mode: &str| {
+        (
+            "FAILED".to_owned(),
+            mode.to_owned(),
+            Some("the warehouse went away".to_owned()),
+            true,
+        )
+    };
+    assert_eq!(row(lost_mid_way).await, failed("incremental"));
+    assert_eq!(row(never_recorded).await, failed("replay"));
+    assert_eq!(
+        row(finished.run_id).await,
+        ("SUCCESS".to_owned(), "incremental".to_owned(), None, true)
+    );
+    pool.close().await;
+}
 
 /// The one declaration of a payment event's columns matches the silver table the migrations
 /// make: every column, its type and where it may be null; silver adds only lineage.

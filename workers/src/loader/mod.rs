@@ -127,6 +127,8 @@ pub struct UnauditedFailure {
     pub run_id: Uuid,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// The audit row's `mode`: `incremental` or `replay`.
+    pub mode: &'static str,
     /// Why it failed.
     pub error: String,
 }
@@ -293,11 +295,12 @@ impl Loader {
         Ok(reports)
     }
 
-    /// An [`UnauditedFailure`] for an error met before a run could start.
+    /// An [`UnauditedFailure`] for an error met before a replay run could start.
     fn unaudited(&self, error: LoadError) -> UnauditedFailure {
         UnauditedFailure {
             run_id: Uuid::new_v4(),
             started_at: Utc::now(),
+            mode: Mode::Replay(Vec::new()).as_str(),
             error: error.to_string(),
         }
     }
@@ -308,9 +311,11 @@ impl Loader {
         let run_id = Uuid::new_v4();
         let started_at = Utc::now();
         let started = Instant::now();
+        let mode_name = mode.as_str();
         let unaudited = |error: LoadError| UnauditedFailure {
             run_id,
             started_at,
+            mode: mode_name,
             error: error.to_string(),
         };
         sqlx::query(
@@ -358,19 +363,28 @@ impl Loader {
         Ok(report)
     }
 
-    /// Audits runs that failed while the warehouse was unreachable.
+    /// Audits runs that failed while the warehouse was unreachable. A run whose `RUNNING`
+    /// row was written before the warehouse went away is marked FAILED; a run that never got
+    /// its row gets one. A row that is finished already is left as it is.
     pub async fn audit_unreachable(&self, failures: &[UnauditedFailure]) -> Result<(), LoadError> {
         for failure in failures {
             sqlx::query(
                 "insert into metadata.load_audit \
-                 (run_id, started_at, finished_at, duration_ms, status, error, loader_version, host) \
-                 values ($1, $2, now(), 0, 'FAILED', $3, $4, $5) on conflict (run_id) do nothing",
+                 (run_id, started_at, finished_at, duration_ms, status, error, loader_version, host, mode) \
+                 values ($1, $2, now(), 0, 'FAILED', $3, $4, $5, $6) \
+                 on conflict (run_id) do update set \
+                     finished_at = excluded.finished_at, \
+                     duration_ms = (extract(epoch from excluded.finished_at - load_audit.started_at) * 1000)::bigint, \
+                     status = 'FAILED', \
+                     error = excluded.error \
+                 where load_audit.status = 'RUNNING'",
             )
             .bind(failure.run_id)
             .bind(failure.started_at)
             .bind(&failure.error)
             .bind(env!("CARGO_PKG_VERSION"))
             .bind(host())
+            .bind(failure.mode)
             .execute(&self.pool)
             .await
             .map_err(db("auditing a run that failed while the warehouse was unreachable"))?;
