@@ -350,9 +350,15 @@ pub struct WarehouseArgs {
     )]
     out: PathBuf,
 
-    /// Address to serve on.
+    /// Address to serve on. The embedded server has no password and every client is its
+    /// superuser, so only a loopback address is accepted unless --allow-remote is given.
     #[arg(long, default_value = "127.0.0.1:5432")]
     listen: SocketAddr,
+
+    /// Serve on a non-loopback address although anyone who reaches it gets full control of
+    /// the database without a password.
+    #[arg(long)]
+    allow_remote: bool,
 }
 
 /// Fault injection rates, each between 0 and 1; 0 unless a command sets other defaults.
@@ -617,6 +623,14 @@ async fn quickstart_command(args: QuickstartArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "embedded")]
 async fn warehouse_command(args: WarehouseArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        bail!(
+            "--listen {} is reachable from other machines, and the embedded warehouse has no \
+             password: anyone who reaches it is its superuser. Serve on a loopback address \
+             (127.0.0.1), or add --allow-remote if you mean it",
+            args.listen
+        );
+    }
     let folder = args.out.join("warehouse");
     if !folder.exists() {
         bail!(

@@ -136,3 +136,28 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
     assert_eq!(facts2, transactions2);
     assert!(facts2 > facts);
 }
+
+#[test]
+fn the_passwordless_warehouse_is_served_on_loopback_only_unless_asked() {
+    let folder = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["warehouse", "--listen", "0.0.0.0:0", "--out"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no password") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+
+    // Asked explicitly, the address is accepted (here the folder has no warehouse yet).
+    let output = Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["warehouse", "--listen", "0.0.0.0:0", "--allow-remote", "--out"])
+        .arg(folder.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("has no warehouse yet"), "{stderr}");
+}
