@@ -16,6 +16,7 @@ use crate::faults::FaultRates;
 use crate::harness::Harness;
 use crate::kafka::KafkaSource;
 use crate::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
+use crate::loader::rows::EventTimeBounds;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, Schedule};
 use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
 #[cfg(feature = "embedded")]
@@ -209,6 +210,16 @@ pub struct LoadArgs {
     /// At most this many files per run; the rest waits for the next run.
     #[arg(long, env = "FINTECH_LOAD_MAX_FILES", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_files_per_run: u64,
+
+    /// Rows whose event time is more than this many days before they were ingested are
+    /// rejected as `implausible_event_time` (historical replays need it wide).
+    #[arg(long, env = "FINTECH_EVENT_TIME_MAX_AGE_DAYS", default_value_t = 3_650, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    event_time_max_age_days: u32,
+
+    /// Rows whose event time is more than this many hours after they were ingested are
+    /// rejected as `implausible_event_time` (a producer's clock running ahead).
+    #[arg(long, env = "FINTECH_EVENT_TIME_MAX_LEAD_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=876_000))]
+    event_time_max_lead_hours: u32,
 
     /// With --once, how long to keep trying to reach PostgreSQL before giving up.
     #[arg(long, env = "FINTECH_CONNECT_TIMEOUT_SECS", default_value_t = 60)]
@@ -480,6 +491,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let config = LoaderConfig {
         topic: args.topic.clone(),
         max_files_per_run: usize::try_from(args.max_files_per_run)?,
+        event_time_bounds: EventTimeBounds {
+            max_age: chrono::Duration::days(i64::from(args.event_time_max_age_days)),
+            max_lead: chrono::Duration::hours(i64::from(args.event_time_max_lead_hours)),
+        },
     };
     let loader = Loader::new(pool, lake, config, metrics);
     let outcome = match replay_range {

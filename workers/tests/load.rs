@@ -139,6 +139,81 @@ on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
 on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
 on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
 on_every_warehouse!(a_run_the_warehouse_lost_mid_way_is_audited_as_failed_once_it_is_back);
+on_every_warehouse!(rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on);
+
+/// A bronze file as a writer before the decoder's checks could leave it: a merchant name
+/// with NUL, an event in year 0 and one in 2099, among good rows. The run succeeds, those
+/// rows are rejected with their reasons and stored whole, and the good rows load; the next
+/// file loads too.
+async fn rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on(
+    options: WarehouseOptions,
+) {
+    use fintech_workers::bronze::decode::TransactionColumns;
+    use fintech_workers::source::SourceMessage;
+    use fintech_workers::synthetic::SyntheticGenerator;
+
+    let pool = options.connect_and_migrate().await.unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    let (store, root) = lake.open().unwrap();
+    let mut generator = SyntheticGenerator::new(5, 0.0);
+    let mut columns = TransactionColumns::default();
+    for offset in 0..10 {
+        let mut event = generator.next_payment(Utc::now());
+        match offset {
+            1 => event.merchant_name = "Ac\u{0}me".to_owned(),
+            2 => event.event_time = "0000-01-01T00:00:00Z".parse().unwrap(),
+            3 => event.event_time = "2099-01-01T00:00:00Z".parse().unwrap(),
+            _ => {}
+        }
+        let message = SourceMessage {
+            partition: 0,
+            offset,
+            timestamp_ms: Some(-62_167_219_200_000), // a broker clock in year 0
+            key: None,
+            payload: None,
+        };
+        columns.append(&event, &message);
+    }
+    let batch = columns.finish(Utc::now().timestamp_micros());
+    let mut parquet = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut parquet, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    put_batch(store.as_ref(), &root, 0, PutPayload::from(parquet)).await;
+
+    let run = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(run.status, RunStatus::Success, "{:?}", run.error);
+    assert_eq!((run.rows_loaded, run.stats.rejected_total()), (7, 3));
+    let rejected: Vec<(i64, String, String)> = sqlx::query_as(
+        "select kafka_offset, reason, row_data->>'merchant_name' \
+         from raw.rejected_transactions order by kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rejected.iter().map(|(o, r, _)| (*o, r.as_str())).collect::<Vec<_>>(),
+        [
+            (1, "unstorable_text"),
+            (2, "implausible_event_time"),
+            (3, "implausible_event_time")
+        ]
+    );
+    assert_eq!(rejected[0].2, "Ac\u{fffd}me");
+    let infinite: i64 = scalar(
+        &pool,
+        "select count(*) from raw.transactions where kafka_timestamp = '-infinity'",
+    )
+    .await;
+    assert_eq!(infinite, 7, "a broker time PostgreSQL cannot hold is kept as -infinity");
+
+    fill_lake(&lake, &CommittedPositions::default(), 3, 300).await;
+    let next = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(next.status, RunStatus::Success, "{:?}", next.error);
+    assert!(next.rows_loaded > 0);
+    pool.close().await;
+}
 
 /// A run whose `RUNNING` row was written before the warehouse went away, and a replay run
 /// that never got a row, are both audited as FAILED when it answers again; a finished row

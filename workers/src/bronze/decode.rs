@@ -125,7 +125,7 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<PaymentEvent, 
             ),
         ));
     }
-    check_lengths(&event)?;
+    check_text(&event)?;
     amount_mantissa(&event)?;
     Ok(event)
 }
@@ -143,7 +143,7 @@ fn classify(error: serde_json::Error) -> DecodeError {
     DecodeError { kind, message }
 }
 
-fn check_lengths(event: &PaymentEvent) -> Result<(), DecodeError> {
+fn check_text(event: &PaymentEvent) -> Result<(), DecodeError> {
     let fields = [
         ("transaction_id", event.transaction_id.as_str()),
         ("customer_id", event.customer_id.as_deref().unwrap_or("")),
@@ -154,19 +154,25 @@ fn check_lengths(event: &PaymentEvent) -> Result<(), DecodeError> {
         ("state", event.state.as_str()),
         ("country", event.country.as_str()),
     ];
-    match fields
-        .iter()
-        .find(|(_, value)| value.len() > MAX_FIELD_BYTES)
-    {
-        Some((name, value)) => Err(DecodeError::new(
-            DeadLetterKind::TooLarge,
-            format!(
-                "{name} is {} bytes long, more than {MAX_FIELD_BYTES}",
-                value.len()
-            ),
-        )),
-        None => Ok(()),
+    for (name, value) in fields {
+        if value.len() > MAX_FIELD_BYTES {
+            return Err(DecodeError::new(
+                DeadLetterKind::TooLarge,
+                format!(
+                    "{name} is {} bytes long, more than {MAX_FIELD_BYTES}",
+                    value.len()
+                ),
+            ));
+        }
+        // PostgreSQL's text cannot hold NUL: such a row could never reach silver.
+        if value.contains('\0') {
+            return Err(DecodeError::new(
+                DeadLetterKind::InvalidValue,
+                format!("{name} contains a NUL character, which PostgreSQL text cannot store"),
+            ));
+        }
     }
+    Ok(())
 }
 
 /// The amount as the integer number of hundredths that `Decimal128(18, 2)` stores.
@@ -489,6 +495,15 @@ mod tests {
         let payload = good_json().to_string().into_bytes();
         let error = decode(Some(&payload), 100).unwrap_err();
         assert_eq!(error.kind, DeadLetterKind::TooLarge);
+    }
+
+    #[test]
+    fn text_postgresql_cannot_store_is_a_dead_letter() {
+        let error = decode(Some(&with("merchant_name", "Ac\u{0}me".into())), MAX).unwrap_err();
+        assert_eq!(error.kind, DeadLetterKind::InvalidValue);
+        assert!(error.message.contains("merchant_name contains a NUL"), "{}", error.message);
+        // Other control characters and right-to-left marks are text PostgreSQL stores.
+        assert!(decode(Some(&with("city", "Pune\u{1}\u{202e}".into())), MAX).is_ok());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
-use rows::{COPY_COLUMNS, RowStats, RunRows};
+use rows::{COPY_COLUMNS, EventTimeBounds, RowStats, RunRows};
 
 /// Key of the advisory lock that serialises load transactions across loaders.
 const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
@@ -38,6 +38,8 @@ pub struct LoaderConfig {
     pub topic: String,
     /// At most this many files per run; the rest waits for the next run.
     pub max_files_per_run: usize,
+    /// Event times trusted, relative to ingestion; other rows are rejected.
+    pub event_time_bounds: EventTimeBounds,
 }
 
 impl Default for LoaderConfig {
@@ -45,6 +47,7 @@ impl Default for LoaderConfig {
         Self {
             topic: "transactions".to_owned(),
             max_files_per_run: 2_000,
+            event_time_bounds: EventTimeBounds::default(),
         }
     }
 }
@@ -499,7 +502,7 @@ impl Loader {
             .await
             .map_err(db("creating the staging table"))?;
         // Rows go to the server file by file, so a run holds one file's rows, not all of them.
-        let mut rows = RunRows::default();
+        let mut rows = RunRows::new(self.config.event_time_bounds);
         let columns = COPY_COLUMNS.as_str();
         let mut copy = tx
             .copy_in_raw(&format!(

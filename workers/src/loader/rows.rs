@@ -46,6 +46,14 @@ pub enum RejectReason {
     NonPositiveAmount,
     /// `amount` does not fit `numeric(14, 2)`.
     AmountOutOfRange,
+    /// `event_id` is not a UUID (bronze written by another writer than the streamer).
+    InvalidEventId,
+    /// A text column holds NUL, which PostgreSQL text cannot store (bronze written before
+    /// the decoder refused it).
+    UnstorableText,
+    /// `event_time` lies outside the plausible range around `ingested_at` (see
+    /// [`EventTimeBounds`]).
+    ImplausibleEventTime,
 }
 
 impl RejectReason {
@@ -55,6 +63,9 @@ impl RejectReason {
             Self::MissingCustomerId => "missing_customer_id",
             Self::NonPositiveAmount => "non_positive_amount",
             Self::AmountOutOfRange => "amount_out_of_range",
+            Self::InvalidEventId => "invalid_event_id",
+            Self::UnstorableText => "unstorable_text",
+            Self::ImplausibleEventTime => "implausible_event_time",
         }
     }
 }
@@ -100,6 +111,46 @@ impl RowStats {
     }
 }
 
+/// How far an event's own time may lie from the time it was ingested before the loader
+/// stops trusting it. Event times drive the gold layer's dates, so one event dated in 2099
+/// or in year 0 is quarantined with a reason rather than loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeBounds {
+    /// The oldest an event may be, before its ingestion.
+    pub max_age: chrono::Duration,
+    /// The furthest an event may lie after its ingestion (producers' clocks run ahead).
+    pub max_lead: chrono::Duration,
+}
+
+impl Default for EventTimeBounds {
+    /// Ten years back (replays of historical exports, such as the Kaggle file's 2019-2020
+    /// payments with their own times) and one day ahead (a producer's skewed clock).
+    fn default() -> Self {
+        Self {
+            max_age: chrono::Duration::days(3_650),
+            max_lead: chrono::Duration::days(1),
+        }
+    }
+}
+
+impl EventTimeBounds {
+    /// Whether an event at `event_time` ingested at `ingested_at` (both µs since the epoch)
+    /// is plausible. An ingestion time PostgreSQL cannot hold makes neither trustworthy.
+    fn admit(&self, event_time: i64, ingested_at: i64) -> bool {
+        const YEAR_2000: i64 = 946_684_800_000_000;
+        const YEAR_10000: i64 = 253_402_300_800_000_000;
+        let (Some(age), Some(lead)) = (
+            self.max_age.num_microseconds(),
+            self.max_lead.num_microseconds(),
+        ) else {
+            return false;
+        };
+        (YEAR_2000..YEAR_10000).contains(&ingested_at)
+            && event_time >= ingested_at.saturating_sub(age)
+            && event_time <= ingested_at.saturating_add(lead)
+    }
+}
+
 /// The rows of one run, accumulated file by file.
 #[derive(Default)]
 pub struct RunRows {
@@ -109,25 +160,10 @@ pub struct RunRows {
     pub rejections: Vec<Rejection>,
     /// Counts.
     pub stats: RowStats,
-    seen: SeenEvents,
-}
-
-/// The event ids a run has accepted. Bronze ids are UUIDs, kept as 16 bytes rather than
-/// 36-character strings: a million-row run's set then takes tens of MB, not a hundred.
-#[derive(Default)]
-struct SeenEvents {
-    uuids: HashSet<u128>,
-    others: HashSet<String>,
-}
-
-impl SeenEvents {
-    /// Adds `id`; false if the run has it already.
-    fn insert(&mut self, id: &str) -> bool {
-        match uuid::Uuid::try_parse(id) {
-            Ok(uuid) => self.uuids.insert(uuid.as_u128()),
-            Err(_) => self.others.insert(id.to_owned()),
-        }
-    }
+    bounds: EventTimeBounds,
+    /// The event ids the run has accepted, as 16 bytes rather than 36-character strings: a
+    /// million-row run's set then takes tens of MB, not a hundred.
+    seen: HashSet<u128>,
 }
 
 /// A bronze file whose columns are not the bronze schema's.
@@ -221,7 +257,7 @@ impl<'a> Cells<'a> {
         match self {
             Self::Int32(a) => a.value(row).into(),
             Self::Int64(a) => a.value(row).into(),
-            Self::Text(a) => a.value(row).into(),
+            Self::Text(a) => storable(a.value(row)).into(),
             Self::Boolean(a) => a.value(row).into(),
             Self::Float64(a) => {
                 serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number)
@@ -239,6 +275,8 @@ struct Checked<'a> {
     transaction_id: &'a StringArray,
     customer_id: &'a StringArray,
     amount: &'a Decimal128Array,
+    event_time: &'a TimestampMicrosecondArray,
+    ingested_at: &'a TimestampMicrosecondArray,
     partition: &'a Int32Array,
     offset: &'a Int64Array,
 }
@@ -256,6 +294,10 @@ impl<'a> Checked<'a> {
             Cells::Text(array) => *array,
             _ => unreachable!("{name} is text"),
         };
+        let micros = |name: &str| match cell(name) {
+            Cells::Micros(array) => *array,
+            _ => unreachable!("{name} is in microseconds"),
+        };
         Self {
             event_id: text("event_id"),
             transaction_id: text("transaction_id"),
@@ -264,6 +306,8 @@ impl<'a> Checked<'a> {
                 Cells::Amount(array) => array,
                 _ => unreachable!("amount is an amount"),
             },
+            event_time: micros("event_time"),
+            ingested_at: micros("ingested_at"),
             partition: match cell("kafka_partition") {
                 Cells::Int32(array) => array,
                 _ => unreachable!("kafka_partition is an Int32"),
@@ -277,6 +321,14 @@ impl<'a> Checked<'a> {
 }
 
 impl RunRows {
+    /// Rows for a run that trusts event times within `bounds`.
+    pub fn new(bounds: EventTimeBounds) -> Self {
+        Self {
+            bounds,
+            ..Self::default()
+        }
+    }
+
     /// Validates and adds every row of `batch`, read from `file`, for run `run_id`.
     pub fn add_batch(
         &mut self,
@@ -296,17 +348,39 @@ impl RunRows {
                 *self.stats.nulls.entry(column.name).or_default() += nulls;
             }
         }
+        // One look at each text column's bytes; rows are checked one by one only when a
+        // NUL is somewhere in the batch.
+        let text_with_nul: Vec<&StringArray> = cells
+            .iter()
+            .filter_map(|cells| match cells {
+                Cells::Text(array) if array.value_data().contains(&0) => Some(*array),
+                _ => None,
+            })
+            .collect();
 
         for row in 0..batch.num_rows() {
             self.stats.read += 1;
             let cents = checked.amount.value(row);
             let customer = checked.customer_id;
+            let event_id = uuid::Uuid::try_parse(checked.event_id.value(row)).ok();
             let reason = if customer.is_null(row) || customer.value(row).is_empty() {
                 Some(RejectReason::MissingCustomerId)
             } else if cents <= 0 {
                 Some(RejectReason::NonPositiveAmount)
             } else if cents > MAX_AMOUNT_CENTS {
                 Some(RejectReason::AmountOutOfRange)
+            } else if event_id.is_none() {
+                Some(RejectReason::InvalidEventId)
+            } else if text_with_nul
+                .iter()
+                .any(|text| !text.is_null(row) && text.value(row).contains('\0'))
+            {
+                Some(RejectReason::UnstorableText)
+            } else if !self.bounds.admit(
+                checked.event_time.value(row),
+                checked.ingested_at.value(row),
+            ) {
+                Some(RejectReason::ImplausibleEventTime)
             } else {
                 None
             };
@@ -321,14 +395,14 @@ impl RunRows {
                     bronze_file: file.to_owned(),
                     partition: checked.partition.value(row),
                     offset: checked.offset.value(row),
-                    event_id: checked.event_id.value(row).to_owned(),
-                    transaction_id: checked.transaction_id.value(row).to_owned(),
+                    event_id: storable(checked.event_id.value(row)),
+                    transaction_id: storable(checked.transaction_id.value(row)),
                     reason,
                     row: serde_json::Value::Object(json),
                 });
                 continue;
             }
-            if !self.seen.insert(checked.event_id.value(row)) {
+            if !event_id.is_some_and(|id| self.seen.insert(id.as_u128())) {
                 self.stats.duplicate_in_run += 1;
                 continue;
             }
@@ -343,6 +417,12 @@ impl RunRows {
         }
         Ok(())
     }
+}
+
+/// `text` as PostgreSQL text and jsonb can store it: NUL, which neither can, becomes U+FFFD.
+/// Only rejected rows go through this; accepted rows never hold NUL.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 #[cfg(test)]
@@ -370,7 +450,7 @@ mod tests {
             };
             columns.append(&event, &message);
         }
-        columns.finish(0)
+        columns.finish(chrono::Utc::now().timestamp_micros())
     }
 
     #[test]
@@ -408,5 +488,66 @@ mod tests {
                 .all(|l| l.split('\t').count() == COPY_COLUMNS.split(',').count())
         );
         assert!(text.contains("tab\\there\\nnewline \\\\ backslash"));
+    }
+
+    #[test]
+    fn rows_postgresql_would_refuse_are_rejected_not_loaded() {
+        let batch = batch(|i, event| match i {
+            1 => event.merchant_name = "Ac\u{0}me".to_owned(),
+            2 => event.event_time = "0000-01-01T00:00:00Z".parse().unwrap(),
+            3 => event.event_time = "2099-01-01T00:00:00Z".parse().unwrap(),
+            _ => {}
+        });
+        // A bronze file from another writer, whose event ids are not UUIDs.
+        let mut ids: Vec<String> = batch
+            .column_by_name("event_id")
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|id| id.unwrap().to_owned())
+            .collect();
+        ids[4] = "not-a-uuid".to_owned();
+        let index = batch.schema().index_of("event_id").unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns[index] = std::sync::Arc::new(StringArray::from(ids));
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+
+        let mut rows = RunRows::default();
+        rows.add_batch("f1", &batch, "00000000-0000-0000-0000-000000000001")
+            .unwrap();
+        assert_eq!(rows.stats.accepted, 6);
+        let reasons: Vec<(i64, RejectReason)> = rows
+            .rejections
+            .iter()
+            .map(|r| (r.offset, r.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, RejectReason::UnstorableText),
+                (2, RejectReason::ImplausibleEventTime),
+                (3, RejectReason::ImplausibleEventTime),
+                (4, RejectReason::InvalidEventId),
+            ]
+        );
+        // The quarantined row keeps every column, in a form jsonb stores.
+        let row = &rows.rejections[0].row;
+        assert_eq!(row["merchant_name"], "Ac\u{fffd}me");
+        assert_eq!(row.as_object().unwrap().len(), TRANSACTION_COLUMNS.len());
+        assert!(!String::from_utf8(rows.copy_text).unwrap().contains('\0'));
+    }
+
+    #[test]
+    fn event_times_are_trusted_within_the_bounds_around_ingestion() {
+        let bounds = EventTimeBounds::default();
+        let ingested = chrono::Utc::now().timestamp_micros();
+        let day = 86_400_000_000;
+        assert!(bounds.admit(ingested, ingested));
+        assert!(bounds.admit(ingested - 3_650 * day, ingested));
+        assert!(!bounds.admit(ingested - 3_651 * day, ingested));
+        assert!(bounds.admit(ingested + day, ingested));
+        assert!(!bounds.admit(ingested + day + 1, ingested));
+        // An ingestion time no clock gives makes nothing plausible.
+        assert!(!bounds.admit(0, 0));
     }
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Days, Utc};
 use crate::bronze::{Lake, layout};
 use crate::faults::FaultRates;
 use crate::in_process::{Flowed, InProcessPipeline, TOPIC};
+use crate::loader::rows::EventTimeBounds;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, RunReport, count};
 use crate::producer::{EventStream, KaggleTime, ProducerMetrics, StreamConfig};
 use crate::source::CommittedPositions;
@@ -232,12 +233,15 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     // Load and transform on the embedded warehouse.
     let load_bar = bars.add(crate::telemetry::progress_bar(None, "load"));
     load_bar.enable_steady_tick(Duration::from_millis(120));
-    let loader = Loader::new(
-        pool.clone(),
-        lake.clone(),
-        LoaderConfig::default(),
-        LoaderMetrics::default(),
-    );
+    // The simulated timeline of a later run reaches past today: its payments are dated as
+    // far ahead as the timeline went, which the loader must accept here.
+    let mut bounds = EventTimeBounds::default();
+    bounds.max_lead = bounds.max_lead.max(events.now() - Utc::now() + bounds.max_lead);
+    let config = LoaderConfig {
+        event_time_bounds: bounds,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(pool.clone(), lake.clone(), config, LoaderMetrics::default());
     let load = loader
         .run_once()
         .await

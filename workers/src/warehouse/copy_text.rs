@@ -48,8 +48,15 @@ pub fn push_timestamp(line: &mut Vec<u8>, micros: i64) {
     const DAY: i64 = 86_400_000_000;
     let (days, of_day) = (micros.div_euclid(DAY), micros.rem_euclid(DAY));
     let (year, month, day) = civil_from_days(days);
-    if !(0..=9999).contains(&year) {
-        push_raw(line, &timestamp_text(micros, 1));
+    // PostgreSQL reads no year 0 and no five-digit year in this format; such a time (from
+    // a broker's clock, say) is stored as the infinity on its side rather than failing the
+    // whole run. Event times never get here: the loader rejects implausible ones first.
+    if year < 1 {
+        push_raw(line, "-infinity");
+        return;
+    }
+    if year > 9999 {
+        push_raw(line, "infinity");
         return;
     }
     let seconds = of_day / 1_000_000;
@@ -120,7 +127,8 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            (state % 8_000_000_000_000_000) as i64 - 2_000_000_000_000_000
+            // Anywhere in years 1 to 9999.
+            (state % 315_537_897_600_000_000) as i64 - 62_135_596_800_000_000
         });
         for micros in samples.into_iter().chain(random.take(10_000)) {
             let mut line = Vec::new();
@@ -130,6 +138,20 @@ mod tests {
                 format!("{}\t", timestamp_text(micros, 1)),
                 "{micros}"
             );
+        }
+    }
+
+    #[test]
+    fn times_postgresql_cannot_read_are_written_as_infinities() {
+        for (micros, text) in [
+            (-62_135_596_800_000_001, "-infinity\t"), // 0000-12-31 23:59:59.999999
+            (i64::MIN, "-infinity\t"),
+            (253_402_300_800_000_000, "infinity\t"), // 10000-01-01
+            (i64::MAX, "infinity\t"),
+        ] {
+            let mut line = Vec::new();
+            push_timestamp(&mut line, micros);
+            assert_eq!(String::from_utf8(line).unwrap(), text, "{micros}");
         }
     }
 
