@@ -1,7 +1,8 @@
 //! The gold layer from a hand-made silver fixture, on the embedded PostgreSQL and the real
-//! server: every mart against figures computed by hand, the settlement merge, a late
-//! settlement that only --full-refresh picks up, idempotent reruns, a failing data test and a
-//! model that cannot be built; each guarantee a test of its own.
+//! server: every mart against figures computed by hand, the settlement merge, late
+//! settlements and far-future events under a window that follows arrival, a fact rebuilt after
+//! its columns change, idempotent reruns, a failing data test and a model that cannot be
+//! built; each guarantee a test of its own.
 
 mod common;
 
@@ -180,7 +181,9 @@ async fn built(options: WarehouseOptions) -> (PgPool, Project) {
 
 on_every_warehouse!(every_mart_matches_figures_computed_by_hand);
 on_every_warehouse!(an_incremental_run_merges_a_settlement_inside_the_window);
-on_every_warehouse!(a_settlement_older_than_the_window_needs_a_full_refresh);
+on_every_warehouse!(a_late_settlement_is_merged_however_old_its_event_time);
+on_every_warehouse!(an_event_dated_far_ahead_does_not_freeze_the_fact_table);
+on_every_warehouse!(a_fact_whose_columns_changed_is_rebuilt_once);
 on_every_warehouse!(a_rerun_changes_nothing_and_every_step_is_recorded);
 on_every_warehouse!(a_failing_data_test_reports_a_sample_of_its_rows);
 on_every_warehouse!(a_model_that_cannot_be_built_names_the_statement_and_the_reason);
@@ -261,10 +264,10 @@ async fn an_incremental_run_merges_a_settlement_inside_the_window(options: Wareh
     pool.close().await;
 }
 
-/// A payment ten days later moves the window; then T7's settlement arrives, dated
-/// 2026-11-05, older than the window (2026-11-13 minus 3 days): the incremental run cannot
-/// see it, the full refresh does.
-async fn a_settlement_older_than_the_window_needs_a_full_refresh(options: WarehouseOptions) {
+/// A payment ten days later, then T7's settlement, whose event time (2026-11-05) lies more
+/// than the lookback before the latest payment: it reached silver after the last merge, so
+/// the incremental run takes it in; the window follows arrival, not event times.
+async fn a_late_settlement_is_merged_however_old_its_event_time(options: WarehouseOptions) {
     let (pool, project) = built(options).await;
     insert(
         &pool,
@@ -302,9 +305,58 @@ async fn a_settlement_older_than_the_window_needs_a_full_refresh(options: Wareho
     )
     .await;
     assert!(!run(&pool, &project, false).await.failed());
-    assert_eq!(fact_status(&pool, "T7").await, "PENDING");
-    assert!(!run(&pool, &project, true).await.failed());
     assert_eq!(fact_status(&pool, "T7").await, "SUCCESS");
+    pool.close().await;
+}
+
+/// One event dated in 2099 reaches silver; payments of later days still reach the fact and
+/// the daily summary on incremental runs.
+async fn an_event_dated_far_ahead_does_not_freeze_the_fact_table(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
+    let mut far_ahead = FIXTURE[0];
+    far_ahead.0 = "T90";
+    far_ahead.2 = "2099-01-01 00:00:00+00";
+    insert(&pool, &far_ahead).await;
+    assert!(!run(&pool, &project, false).await.failed());
+    let mut later = FIXTURE[0];
+    later.0 = "T91";
+    later.2 = "2026-11-20 10:00:00+00";
+    insert(&pool, &later).await;
+    let report = run(&pool, &project, false).await;
+    assert!(!report.failed(), "{}", report.failures());
+    assert_eq!(fact_status(&pool, "T91").await, "SUCCESS");
+    assert!(
+        summary(&pool)
+            .await
+            .contains(&"2026-11-20 UPI 1 1 0 100.00 100.00 0 0.0000".to_owned())
+    );
+    pool.close().await;
+}
+
+/// A fact built by an older release, whose columns differ from the model's, is rebuilt in
+/// full once instead of failing every incremental run.
+async fn a_fact_whose_columns_changed_is_rebuilt_once(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
+    sqlx::query("alter table marts.fact_transactions drop column last_loaded_at")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = run(&pool, &project, false).await;
+    assert!(!report.failed(), "{}", report.failures());
+    let has_column: bool = sqlx::query_scalar(
+        "select exists (select 1 from information_schema.columns \
+         where table_schema = 'marts' and table_name = 'fact_transactions' \
+         and column_name = 'last_loaded_at')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(has_column);
+    let facts: i64 = sqlx::query_scalar("select count(*) from marts.fact_transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(facts, 6);
     pool.close().await;
 }
 

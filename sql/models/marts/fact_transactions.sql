@@ -1,12 +1,13 @@
 -- The payments fact: one row per payment with its settled status, merged incrementally.
--- An incremental run re-reads the payments whose status changed within the lookback window
--- (default 3 days before the latest status_updated_at already loaded) and upserts them on
--- transaction_id, so a PENDING payment becomes SUCCESS or FAILED when its settlement arrives.
--- A settlement older than the window is only picked up by --full-refresh.
+-- An incremental run re-reads the payments that changed in silver within the lookback window
+-- (default 3 days before the latest last_loaded_at already merged) and upserts them on
+-- transaction_id, so a PENDING payment becomes SUCCESS or FAILED when its settlement arrives,
+-- however old the settlement's own event time. The window follows when rows reached silver,
+-- never the times events carry, so an event dated far ahead cannot freeze the fact.
 -- grain: one row per transaction_id
 -- materialized: incremental
 -- unique_key: transaction_id
--- incremental_column: status_updated_at
+-- incremental_column: last_loaded_at
 -- test: unique transaction_id
 -- test: not_null transaction_id, customer_id, merchant_id, amount_inr, payment_date, status
 -- test: accepted_values status PENDING, SUCCESS, FAILED
@@ -47,7 +48,8 @@ final as (
         is_weekend,
         part_of_day,
         is_fraud,
-        source
+        source,
+        last_loaded_at
     from enriched
 
 )

@@ -2,7 +2,7 @@
 -- grain: one row per transaction_id
 -- materialized: table
 -- test: unique transaction_id
--- test: not_null transaction_id, status, payment_time, status_updated_at, customer_id, amount
+-- test: not_null transaction_id, status, payment_time, status_updated_at, customer_id, amount, last_loaded_at
 -- test: accepted_values status PENDING, SUCCESS, FAILED
 
 with transactions as (
@@ -20,7 +20,10 @@ ranked as (
             -- the latest event wins; at the same instant a settlement beats a PENDING event
             order by event_time desc, (status <> 'PENDING') desc, event_id
         ) as recency,
-        min(event_time) over (partition by transaction_id) as first_event_time
+        min(event_time) over (partition by transaction_id) as first_event_time,
+        -- when the payment last changed in silver: the incremental merge's watermark, taken
+        -- from the warehouse's clock rather than from times the events carry
+        max(loaded_at) over (partition by transaction_id) as last_loaded_at
     from transactions
 
 ),
@@ -46,7 +49,8 @@ final as (
         latitude,
         longitude,
         is_fraud,
-        source
+        source,
+        last_loaded_at
     from ranked
     where recency = 1
 

@@ -506,9 +506,15 @@ impl Runner<'_> {
         let drop = existing
             .as_deref()
             .map(|kind| format!("drop {kind} {name} cascade"));
-        let incremental = model.materialized == Materialized::Incremental
+        let mut incremental = model.materialized == Materialized::Incremental
             && existing.as_deref() == Some("table")
             && !options.full_refresh;
+        // A merge can only fill the columns the table has: after the model's columns change
+        // (a new release, an edited model), the table is rebuilt once in full.
+        if incremental && !same_columns(&mut tx, model).await? {
+            tracing::info!(model = %name, "the model's columns changed; rebuilding it in full");
+            incremental = false;
+        }
         let rows = if incremental {
             merge(&mut tx, model, options.lookback_days).await?
         } else {
@@ -568,6 +574,33 @@ impl Runner<'_> {
         .map_err(db("sampling the failing rows"))?;
         Err(NodeError::FailingRows { count, sample })
     }
+}
+
+/// Whether the table of `model` has exactly the columns its query returns, in any order.
+async fn same_columns(tx: &mut PgConnection, model: &Model) -> Result<bool, NodeError> {
+    use sqlx::Executor as _;
+    let db = |action| node_db(NodeKind::Model, &model.name, action);
+    let mut table: Vec<String> = sqlx::query_scalar(
+        "select column_name::text from information_schema.columns \
+         where table_schema = $1 and table_name = $2",
+    )
+    .bind(&model.schema)
+    .bind(model.name.split('.').nth(1).unwrap_or_default())
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db("listing the columns"))?;
+    let described = (&mut *tx)
+        .describe(&model.select())
+        .await
+        .map_err(db("describing the model's columns"))?;
+    let mut query: Vec<String> = described
+        .columns()
+        .iter()
+        .map(|column| sqlx::Column::name(column).to_owned())
+        .collect();
+    table.sort();
+    query.sort();
+    Ok(table == query)
 }
 
 /// Merges the rows changed within the lookback window into an incremental model.
