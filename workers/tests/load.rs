@@ -140,6 +140,51 @@ on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
 on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
 on_every_warehouse!(a_run_the_warehouse_lost_mid_way_is_audited_as_failed_once_it_is_back);
 on_every_warehouse!(rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on);
+on_every_warehouse!(a_manifest_folder_dated_ahead_hides_no_later_manifest);
+
+/// A writer whose clock runs a week ahead leaves a manifest folder dated then. It is loaded,
+/// and the batches correctly dated folders receive afterwards are loaded too.
+async fn a_manifest_folder_dated_ahead_hides_no_later_manifest(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, positions, _) = filled_lake(500).await;
+    let first = loader(&pool, &lake).run_once().await.unwrap();
+    assert!(first.rows_loaded > 0);
+
+    // A copy of a loaded file, announced from a week ahead: nothing new in it, but its
+    // manifest is loaded and recorded with the future date.
+    let (store, root) = lake.open().unwrap();
+    use futures::TryStreamExt;
+    let loaded: Vec<_> = store
+        .list(Some(&layout::transactions_root(&root)))
+        .try_collect()
+        .await
+        .unwrap();
+    let bytes = store
+        .get(&loaded[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let week_ahead = Utc::now().date_naive() + chrono::Duration::days(7);
+    put_batch_on(
+        store.as_ref(),
+        &root,
+        97,
+        PutPayload::from(bytes),
+        week_ahead,
+    )
+    .await;
+    let ahead = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!((ahead.status, ahead.files_loaded), (RunStatus::Success, 1));
+
+    // Later payments in today's folders still reach silver.
+    fill_lake(&lake, &positions, 8, 300).await;
+    let later = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(later.status, RunStatus::Success, "{:?}", later.error);
+    assert!(later.files_loaded > 0 && later.rows_loaded > 0, "{later:?}");
+    pool.close().await;
+}
 
 /// A bronze file as a writer before the decoder's checks could leave it: a merchant name
 /// with NUL, an event in year 0 and one in 2099, among good rows. The run succeeds, those
@@ -177,7 +222,8 @@ async fn rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on(
     }
     let batch = columns.finish(Utc::now().timestamp_micros());
     let mut parquet = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut parquet, batch.schema(), None).unwrap();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut parquet, batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
     put_batch(store.as_ref(), &root, 0, PutPayload::from(parquet)).await;
@@ -193,7 +239,10 @@ async fn rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on(
     .await
     .unwrap();
     assert_eq!(
-        rejected.iter().map(|(o, r, _)| (*o, r.as_str())).collect::<Vec<_>>(),
+        rejected
+            .iter()
+            .map(|(o, r, _)| (*o, r.as_str()))
+            .collect::<Vec<_>>(),
         [
             (1, "unstorable_text"),
             (2, "implausible_event_time"),
@@ -206,7 +255,10 @@ async fn rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on(
         "select count(*) from raw.transactions where kafka_timestamp = '-infinity'",
     )
     .await;
-    assert_eq!(infinite, 7, "a broker time PostgreSQL cannot hold is kept as -infinity");
+    assert_eq!(
+        infinite, 7,
+        "a broker time PostgreSQL cannot hold is kept as -infinity"
+    );
 
     fill_lake(&lake, &CommittedPositions::default(), 3, 300).await;
     let next = loader(&pool, &lake).run_once().await.unwrap();
@@ -472,13 +524,23 @@ async fn put_batch(
     partition: i32,
     body: PutPayload,
 ) -> (Path, Path) {
+    put_batch_on(store, root, partition, body, Utc::now().date_naive()).await
+}
+
+/// [`put_batch`] into the folders of `date`, as a writer whose clock says `date` would.
+async fn put_batch_on(
+    store: &dyn ObjectStore,
+    root: &Path,
+    partition: i32,
+    body: PutPayload,
+    date: chrono::NaiveDate,
+) -> (Path, Path) {
     let range = BatchRange {
         topic: "transactions".to_owned(),
         partition,
         first_offset: 0,
         last_offset: 0,
     };
-    let date = Utc::now().date_naive();
     let file = layout::transactions_file(root, date, &range);
     store.put(&file, body).await.unwrap();
     let record = BatchRecord {

@@ -583,14 +583,32 @@ impl Loader {
     /// Finds the files not loaded yet. Manifests are listed only in the folders of the
     /// latest loaded day and after (one day of overlap covers batches written around
     /// midnight); a manifest already loaded is skipped without being read.
+    ///
+    /// Folder dates come from the writers' clocks, so the mark is the latest loaded day no
+    /// later than today by the warehouse's clock: a folder a skewed writer dated days ahead
+    /// is loaded like any other, but it cannot move the mark past today and hide the
+    /// correctly dated folders written after it.
     async fn discover(&self, tx: &mut PgConnection) -> Result<Discovery, LoadError> {
-        let latest: Option<NaiveDate> =
-            sqlx::query_scalar("select max(manifest_date) from metadata.loaded_manifests")
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("reading the latest loaded manifest date"))?;
+        let (latest, today): (Option<NaiveDate>, NaiveDate) = sqlx::query_as(
+            "select (select max(manifest_date) from metadata.loaded_manifests \
+                     where manifest_date <= (now() at time zone 'UTC')::date), \
+                    (now() at time zone 'UTC')::date",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the latest loaded manifest date"))?;
         let since = latest.map(|date| date - chrono::Duration::days(1));
         let dates = self.lake.manifest_days(&self.config.topic).await?;
+        if let Some((ahead, _)) = dates
+            .last()
+            .filter(|(date, _)| *date > today + chrono::Duration::days(1))
+        {
+            tracing::warn!(
+                folder_date = %ahead,
+                %today,
+                "a manifest folder is dated ahead of the warehouse's clock; a writer's clock is wrong"
+            );
+        }
         let dates = dates
             .into_iter()
             .filter(|(date, _)| since.is_none_or(|since| *date >= since));
