@@ -135,6 +135,7 @@ async fn filled_lake(
 on_every_warehouse!(a_run_accounts_for_every_row_in_the_audit_and_quality_tables);
 on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
+on_every_warehouse!(an_unreadable_bronze_file_is_set_aside_and_the_others_load);
 on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
 on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
 on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
@@ -463,9 +464,18 @@ async fn a_failed_run_is_audited_and_leaves_no_row_behind(options: WarehouseOpti
     let (_folder, lake, positions, expected) = filled_lake(1_000).await;
     loader(&pool, &lake).run_once().await.unwrap();
 
+    // The warehouse refuses the new rows half way through the run (here a trigger; in life a
+    // full disk, a constraint, a dropped connection).
     fill_lake(&lake, &positions, 8, 500).await;
-    let (store, root) = lake.open().unwrap();
-    let (corrupt, corrupt_manifest) = corrupt_batch(store.as_ref(), &root).await;
+    sqlx::raw_sql(
+        "create function raw.refuse() returns trigger language plpgsql as \
+             $$ begin raise exception 'refused by the test'; end $$; \
+         create trigger refuse before insert on raw.transactions \
+             for each row execute function raw.refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let failed = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(failed.status, RunStatus::Failed);
     assert!(
@@ -473,27 +483,116 @@ async fn a_failed_run_is_audited_and_leaves_no_row_behind(options: WarehouseOpti
             .error
             .as_deref()
             .unwrap()
-            .contains("not readable Parquet"),
+            .contains("refused by the test"),
         "{failed:?}"
     );
     assert_eq!(
         scalar(&pool, "select count(*) from raw.transactions").await,
         expected.loaded as i64
     );
+    assert_eq!(
+        scalar(&pool, "select count(*) from metadata.loaded_files where run_id = (select run_id from metadata.load_audit where status = 'FAILED')").await,
+        0
+    );
     assert_eq!(health(&pool, &failed).await, "explicit_failure");
-    let error: String =
-        sqlx::query_scalar("select error from metadata.load_audit where run_id = $1")
-            .bind(failed.run_id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(error.contains(corrupt.as_ref()));
 
-    store.delete(&corrupt).await.unwrap();
-    store.delete(&corrupt_manifest).await.unwrap();
+    sqlx::raw_sql("drop trigger refuse on raw.transactions")
+        .execute(&pool)
+        .await
+        .unwrap();
     let recovered = loader(&pool, &lake).run_once().await.unwrap();
     assert_eq!(recovered.status, RunStatus::Success);
     assert!(recovered.rows_loaded > 0);
+    pool.close().await;
+}
+
+/// Among new batches: a file that is not Parquet, a Parquet file of other columns, a
+/// manifest naming an object that is not there, and a manifest that is not JSON. The run
+/// loads every other file and sets those aside with their reasons, saying so in
+/// `metadata.load_health`; once the missing object is restored, a replay of its day loads it
+/// and takes it out of the quarantine.
+async fn an_unreadable_bronze_file_is_set_aside_and_the_others_load(options: WarehouseOptions) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, positions, _) = filled_lake(500).await;
+    loader(&pool, &lake).run_once().await.unwrap();
+    let (store, root) = lake.open().unwrap();
+    let today = Utc::now().date_naive();
+
+    fill_lake(&lake, &positions, 8, 500).await;
+    let (not_parquet, _) = corrupt_batch(store.as_ref(), &root).await;
+    let other = arrow_array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(arrow_array::Int32Array::from(vec![1])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, other.schema(), None).unwrap();
+    writer.write(&other).unwrap();
+    writer.close().unwrap();
+    let (wrong_schema, _) = put_batch(store.as_ref(), &root, 96, PutPayload::from(bytes)).await;
+    let (missing, _) = put_batch(store.as_ref(), &root, 95, PutPayload::from_static(b"x")).await;
+    store.delete(&missing).await.unwrap();
+    let bad_manifest = layout::manifest(
+        &root,
+        today,
+        &BatchRange {
+            topic: "transactions".to_owned(),
+            partition: 94,
+            first_offset: 0,
+            last_offset: 0,
+        },
+    );
+    store
+        .put(&bad_manifest, PutPayload::from_static(b"{ not json"))
+        .await
+        .unwrap();
+
+    let run = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(run.status, RunStatus::Success, "{:?}", run.error);
+    assert!(run.rows_loaded > 0, "{run:?}");
+    assert_eq!(run.files_quarantined, 4);
+    assert_eq!(health(&pool, &run).await, "quarantined_files");
+    let set_aside: Vec<(String, String)> =
+        sqlx::query_as("select path, reason from metadata.quarantined_files order by reason, path")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut expected = vec![
+        (missing.to_string(), "missing".to_owned()),
+        (not_parquet.to_string(), "unreadable".to_owned()),
+        (bad_manifest.to_string(), "unreadable".to_owned()),
+        (wrong_schema.to_string(), "wrong_schema".to_owned()),
+    ];
+    expected.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    assert_eq!(set_aside, expected);
+
+    // Nothing is retried by later runs, which are healthy again.
+    let next = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!((next.files_pending, next.files_quarantined), (0, 0));
+    assert_eq!(health(&pool, &next).await, "healthy");
+
+    // The missing object comes back (as the valid copy of a loaded file): a replay loads it.
+    let loaded: Vec<String> = sqlx::query_scalar("select path from metadata.loaded_files limit 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let copy = store
+        .get(&Path::from(loaded[0].as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    store.put(&missing, PutPayload::from(copy)).await.unwrap();
+    let replayed = loader(&pool, &lake).replay(today, today).await.unwrap();
+    assert!(replayed.iter().all(|r| r.status == RunStatus::Success));
+    let still: Vec<String> =
+        sqlx::query_scalar("select path from metadata.quarantined_files order by path")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(!still.contains(&missing.to_string()), "{still:?}");
     pool.close().await;
 }
 

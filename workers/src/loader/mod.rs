@@ -14,6 +14,7 @@ pub use service::{RunFailed, Schedule};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::path::Path;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -112,6 +113,8 @@ pub struct RunReport {
     pub files_pending: u64,
     /// Files loaded.
     pub files_loaded: u64,
+    /// Files set aside in `metadata.quarantined_files` because they cannot be read.
+    pub files_quarantined: u64,
     /// Rows inserted into `raw.transactions`.
     pub rows_loaded: u64,
     /// Rows already in the warehouse or repeated within the run.
@@ -141,6 +144,7 @@ pub struct UnauditedFailure {
 pub struct LoaderMetrics {
     runs: Family<StatusLabels, Counter>,
     files_loaded: Counter,
+    files_quarantined: Counter,
     rows_loaded: Counter,
     rows_rejected: Counter,
     rows_duplicate: Counter,
@@ -165,6 +169,11 @@ impl LoaderMetrics {
             "files_loaded",
             "Bronze files loaded",
             self.files_loaded.clone(),
+        );
+        registry.register(
+            "files_quarantined",
+            "Bronze files set aside because they cannot be read (see metadata.quarantined_files)",
+            self.files_quarantined.clone(),
         );
         registry.register(
             "rows_loaded",
@@ -195,6 +204,7 @@ impl LoaderMetrics {
             })
             .inc();
         self.files_loaded.inc_by(report.files_loaded);
+        self.files_quarantined.inc_by(report.files_quarantined);
         self.rows_loaded.inc_by(report.rows_loaded);
         self.rows_rejected.inc_by(report.stats.rejected_total());
         self.rows_duplicate.inc_by(report.rows_duplicate);
@@ -235,6 +245,8 @@ struct Discovery {
     files: Vec<PendingFile>,
     /// Manifests (path, date) that are complete once this run's files are loaded.
     manifests: Vec<(String, NaiveDate)>,
+    /// Manifests that cannot be read, set aside.
+    quarantined: Vec<Quarantined>,
 }
 
 /// Counts of a load transaction.
@@ -242,6 +254,7 @@ struct Discovery {
 struct Loaded {
     files_pending: u64,
     files_loaded: u64,
+    files_quarantined: u64,
     rows_loaded: u64,
     stats: RowStats,
 }
@@ -354,6 +367,7 @@ impl Loader {
             },
             files_pending: loaded.files_pending,
             files_loaded: loaded.files_loaded,
+            files_quarantined: loaded.files_quarantined,
             rows_loaded: loaded.rows_loaded,
             rows_duplicate,
             stats: loaded.stats,
@@ -404,7 +418,8 @@ impl Loader {
         sqlx::query(
             "update metadata.load_audit set finished_at = now(), duration_ms = $2, status = $3, \
              files_pending = $4, files_loaded = $5, rows_read = $6, rows_loaded = $7, \
-             rows_rejected = $8, rows_duplicate = $9, error = $10 where run_id = $1",
+             rows_rejected = $8, rows_duplicate = $9, error = $10, files_quarantined = $11 \
+             where run_id = $1",
         )
         .bind(report.run_id)
         .bind(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
@@ -416,6 +431,7 @@ impl Loader {
         .bind(count(report.stats.rejected_total()))
         .bind(count(report.rows_duplicate))
         .bind(&report.error)
+        .bind(count(report.files_quarantined))
         .execute(&mut *tx)
         .await
         .map_err(db("completing the audit row"))?;
@@ -490,7 +506,7 @@ impl Loader {
             Mode::Incremental => self.discover(&mut tx).await?,
             Mode::Replay(files) => Discovery {
                 files: files.into_iter().map(|path| PendingFile { path }).collect(),
-                manifests: Vec::new(),
+                ..Discovery::default()
             },
         };
         let mut loaded = Loaded {
@@ -510,11 +526,11 @@ impl Loader {
             ))
             .await
             .map_err(db("starting COPY"))?;
-        let files = match self
+        let (files, mut quarantined) = match self
             .copy_files(&discovery.files, &mut copy, &mut rows, &run_id.to_string())
             .await
         {
-            Ok(files) => files,
+            Ok(read) => read,
             Err(error) => {
                 // The transaction rolls back anyway; failing the COPY keeps the connection
                 // usable for it.
@@ -542,28 +558,50 @@ impl Loader {
         }
         insert_rejections(&mut tx, &rows, run_id).await?;
         insert_loaded(&mut tx, &files, &discovery.manifests, run_id).await?;
+        quarantined.extend(discovery.quarantined);
+        for set_aside in &quarantined {
+            tracing::warn!(
+                object = %set_aside.path,
+                reason = set_aside.reason.as_str(),
+                error = %set_aside.error,
+                "bronze object set aside; the others load"
+            );
+        }
+        insert_quarantined(&mut tx, &quarantined, run_id).await?;
         tx.commit().await.map_err(db("committing the load"))?;
         loaded.files_loaded = files.len() as u64;
+        loaded.files_quarantined = quarantined.len() as u64;
         loaded.stats = rows.stats;
         Ok(loaded)
     }
 
     /// Reads `pending`, validates their rows into `rows` and sends the accepted ones through
-    /// `copy`, one file at a time. Returns each file's path, size, ETag and rows read.
+    /// `copy`, one file at a time. Returns each loaded file's path, size, ETag and rows read,
+    /// and the files set aside because they cannot be read.
     async fn copy_files(
         &self,
         pending: &[PendingFile],
         copy: &mut sqlx::postgres::PgCopyIn<&mut PgConnection>,
         rows: &mut RunRows,
         run_id: &str,
-    ) -> Result<Vec<(String, i64, Option<String>, i64)>, LoadError> {
+    ) -> Result<(Vec<(String, i64, Option<String>, i64)>, Vec<Quarantined>), LoadError> {
         let mut files = Vec::with_capacity(pending.len());
+        let mut quarantined = Vec::new();
         for file in pending {
-            let parquet = self.lake.read_parquet(&file.path).await?;
-            let (size, etag) = (parquet.size as i64, parquet.etag.clone());
+            let WholeFile {
+                size,
+                etag,
+                batches,
+            } = match self.read_whole(&file.path).await? {
+                Ok(read) => read,
+                Err(set_aside) => {
+                    quarantined.push(set_aside);
+                    continue;
+                }
+            };
             let before = rows.stats.read;
-            for batch in parquet.batches() {
-                rows.add_batch(file.path.as_ref(), &batch?, run_id)?;
+            for batch in &batches {
+                rows.add_batch(file.path.as_ref(), batch, run_id)?;
             }
             if !rows.copy_text.is_empty() {
                 copy.send(std::mem::take(&mut rows.copy_text))
@@ -577,7 +615,47 @@ impl Loader {
                 count(rows.stats.read - before),
             ));
         }
-        Ok(files)
+        Ok((files, quarantined))
+    }
+
+    /// Reads a whole bronze file and checks its columns before any of its rows is used, so
+    /// that a file that cannot be read adds nothing to the run. `Ok(Err(_))` is a file to set
+    /// aside; `Err(_)` fails the run (the store could not be reached: retried next run).
+    async fn read_whole(&self, path: &Path) -> Result<Result<WholeFile, Quarantined>, LoadError> {
+        let set_aside = |reason, error: &dyn std::fmt::Display| Quarantined {
+            path: path.to_string(),
+            reason,
+            error: error.to_string(),
+        };
+        let parquet = match self.lake.read_parquet(path).await {
+            Ok(parquet) => parquet,
+            Err(
+                error @ LakeError::Store {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                },
+            ) => return Ok(Err(set_aside(QuarantineReason::Missing, &error))),
+            Err(error @ LakeError::Parquet { .. }) => {
+                return Ok(Err(set_aside(QuarantineReason::Unreadable, &error)));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let (size, etag) = (parquet.size as i64, parquet.etag.clone());
+        let batches = match parquet.batches().collect::<Result<Vec<_>, _>>() {
+            Ok(batches) => batches,
+            Err(error) => return Ok(Err(set_aside(QuarantineReason::Unreadable, &error))),
+        };
+        if let Err(error) = batches
+            .iter()
+            .try_for_each(|batch| rows::check_columns(path.as_ref(), batch))
+        {
+            return Ok(Err(set_aside(QuarantineReason::WrongSchema, &error)));
+        }
+        Ok(Ok(WholeFile {
+            size,
+            etag,
+            batches,
+        }))
     }
 
     /// Finds the files not loaded yet. Manifests are listed only in the folders of the
@@ -631,7 +709,21 @@ impl Loader {
                 if discovery.files.len() >= self.config.max_files_per_run {
                     return Ok(discovery);
                 }
-                let record = self.lake.read_manifest(&manifest).await?;
+                let record = match self.lake.read_manifest(&manifest).await {
+                    Ok(record) => record,
+                    Err(error @ LakeError::CorruptManifest { .. }) => {
+                        // Its files are still in bronze's day folders, where a replay of
+                        // the day finds them.
+                        discovery.quarantined.push(Quarantined {
+                            path: manifest.to_string(),
+                            reason: QuarantineReason::Unreadable,
+                            error: error.to_string(),
+                        });
+                        discovery.manifests.push((manifest.to_string(), date));
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let candidates: Vec<String> = record
                     .files
                     .into_iter()
@@ -661,6 +753,72 @@ impl Loader {
         }
         Ok(discovery)
     }
+}
+
+/// Why a bronze file was set aside; the `reason` of `metadata.quarantined_files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineReason {
+    /// Not readable Parquet: corrupt or truncated.
+    Unreadable,
+    /// Parquet, but without the bronze columns and types.
+    WrongSchema,
+    /// A manifest announces it, but the store has no such object.
+    Missing,
+}
+
+impl QuarantineReason {
+    /// The stored reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unreadable => "unreadable",
+            Self::WrongSchema => "wrong_schema",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// A bronze file read whole: its size, ETag and record batches.
+struct WholeFile {
+    size: i64,
+    etag: Option<String>,
+    batches: Vec<RecordBatch>,
+}
+
+/// A bronze file set aside by a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quarantined {
+    path: String,
+    reason: QuarantineReason,
+    error: String,
+}
+
+/// Records the files set aside; a file set aside again keeps one row, with the latest run.
+async fn insert_quarantined(
+    tx: &mut PgConnection,
+    quarantined: &[Quarantined],
+    run_id: Uuid,
+) -> Result<(), LoadError> {
+    if quarantined.is_empty() {
+        return Ok(());
+    }
+    let paths: Vec<&str> = quarantined.iter().map(|q| q.path.as_str()).collect();
+    let reasons: Vec<&str> = quarantined.iter().map(|q| q.reason.as_str()).collect();
+    let errors: Vec<&str> = quarantined.iter().map(|q| q.error.as_str()).collect();
+    sqlx::query(
+        "insert into metadata.quarantined_files (path, reason, error, run_id) \
+         select path, reason, error, $4 from unnest($1::text[], $2::text[], $3::text[]) \
+             as q(path, reason, error) \
+         on conflict (path) do update set reason = excluded.reason, error = excluded.error, \
+             run_id = excluded.run_id, quarantined_at = now()",
+    )
+    .bind(&paths)
+    .bind(&reasons)
+    .bind(&errors)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(db("recording the files set aside"))?;
+    Ok(())
 }
 
 async fn insert_rejections(
@@ -714,6 +872,13 @@ async fn insert_loaded(
     .execute(&mut *tx)
     .await
     .map_err(db("recording loaded files"))?;
+    // A file set aside before and loaded now (by a replay, after it was restored) is no
+    // longer quarantined.
+    sqlx::query("delete from metadata.quarantined_files where path = any($1)")
+        .bind(files.iter().map(|f| f.0.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("clearing loaded files from the quarantine"))?;
     sqlx::query(
         "insert into metadata.loaded_manifests (path, manifest_date, run_id) \
          select p, d, $3 from unnest($1::text[], $2::date[]) as u(p, d) on conflict do nothing",

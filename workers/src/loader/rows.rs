@@ -320,6 +320,13 @@ impl<'a> Checked<'a> {
     }
 }
 
+/// Checks that `batch`, read from `file`, has every bronze column with its declared type.
+pub fn check_columns(file: &str, batch: &RecordBatch) -> Result<(), SchemaMismatch> {
+    TRANSACTION_COLUMNS
+        .iter()
+        .try_for_each(|column| Cells::of(batch, column, file).map(drop))
+}
+
 impl RunRows {
     /// Rows for a run that trusts event times within `bounds`.
     pub fn new(bounds: EventTimeBounds) -> Self {

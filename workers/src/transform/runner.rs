@@ -590,7 +590,7 @@ async fn same_columns(tx: &mut PgConnection, model: &Model) -> Result<bool, Node
     .await
     .map_err(db("listing the columns"))?;
     let described = (&mut *tx)
-        .describe(&model.select())
+        .describe(model.select())
         .await
         .map_err(db("describing the model's columns"))?;
     let mut query: Vec<String> = described
