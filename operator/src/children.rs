@@ -459,6 +459,11 @@ pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> Cron
                 }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
+                    // Bounds the run, retries included: under `Forbid` a hung Job would skip
+                    // every later schedule.
+                    active_deadline_seconds: Some(i64::from(
+                        spec.transform.active_deadline_seconds,
+                    )),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {
                             labels: Some(labels(pipeline, "transform")),
@@ -647,6 +652,28 @@ mod tests {
                 .unwrap()[0],
             "transform"
         );
+    }
+
+    #[test]
+    fn transform_jobs_carry_the_active_deadline_of_the_spec_or_the_default() {
+        let deadline = |p: &FintechPipeline| {
+            let template = transform_cron_job(p, "h").spec.job_template.spec.unwrap();
+            let manual = manual_transform_job(p, "token", "h").spec.unwrap();
+            assert_eq!(
+                manual.active_deadline_seconds,
+                template.active_deadline_seconds
+            );
+            template.active_deadline_seconds
+        };
+        assert_eq!(deadline(&pipeline("{}")), Some(3_600));
+        assert_eq!(
+            deadline(&pipeline(
+                r#"{"transform": {"activeDeadlineSeconds": 900}}"#
+            )),
+            Some(900)
+        );
+        let cron = transform_cron_job(&pipeline("{}"), "h").spec;
+        assert_eq!(cron.concurrency_policy.as_deref(), Some("Forbid"));
     }
 
     #[test]

@@ -257,6 +257,12 @@ pub struct TransformSpec {
     /// Suspend the schedule (manual runs still work).
     #[serde(default)]
     pub suspend: bool,
+    /// Seconds a transform Job (scheduled or manual) may run, retries included, before
+    /// Kubernetes stops it and marks it failed (the Job's `activeDeadlineSeconds`). Under the
+    /// `Forbid` concurrency policy a hung run would otherwise skip every later schedule.
+    #[serde(default = "default_active_deadline")]
+    #[schemars(range(min = 60, max = 86_400))]
+    pub active_deadline_seconds: i32,
     /// CPU and memory of the transform Job's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -462,6 +468,7 @@ impl Default for TransformSpec {
             time_zone: String::new(),
             lookback_days: default_lookback(),
             suspend: false,
+            active_deadline_seconds: default_active_deadline(),
             resources: None,
         }
     }
@@ -526,6 +533,12 @@ fn default_schedule() -> String {
 }
 fn default_lookback() -> i32 {
     3
+}
+/// An hour: a full refresh of a million silver rows with every data test takes about 15 s
+/// (docs/benchmarks.md), and a run waiting for another one's lock gives up after the
+/// workers' 10-minute `lock_timeout`, so only a hung run gets near it.
+fn default_active_deadline() -> i32 {
+    3_600
 }
 
 #[cfg(test)]

@@ -50,3 +50,30 @@ async fn every_child_passes_the_api_servers_validation() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn the_transform_jobs_deadline_at_either_bound_passes_the_api_servers_validation() {
+    testenv_var("KUBECONFIG");
+    let client = Client::try_default().await.unwrap();
+    let cron_jobs = Api::<CronJob>::default_namespaced(client);
+    let dry_run = PostParams {
+        dry_run: true,
+        field_manager: Some(children::FIELD_MANAGER.to_owned()),
+    };
+    for (spec, expected) in [
+        ("{}", 3_600),
+        (r#"{"transform": {"activeDeadlineSeconds": 60}}"#, 60),
+        (r#"{"transform": {"activeDeadlineSeconds": 86400}}"#, 86_400),
+    ] {
+        let mut pipeline = FintechPipeline::new("deadline", serde_json::from_str(spec).unwrap());
+        pipeline.metadata.namespace = Some("default".to_owned());
+        pipeline.metadata.uid = Some("00000000-0000-0000-0000-000000000002".to_owned());
+        let created = cron_jobs
+            .create(&dry_run, &children::transform_cron_job(&pipeline, "hash"))
+            .await
+            .unwrap();
+        let job = created.spec.job_template.spec.unwrap();
+        assert_eq!(job.active_deadline_seconds, Some(expected), "{spec}");
+    }
+}

@@ -81,7 +81,7 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
 
     let summary = quickstart(&out);
     assert!(summary.contains("Rows per layer"), "{summary}");
-    assert!(summary.contains("Data tests: 45 of 45 passed"), "{summary}");
+    assert!(summary.contains("Data tests: 46 of 46 passed"), "{summary}");
     assert!(summary.contains("marts.daily_revenue_summary"), "{summary}");
     let [
         bronze,
@@ -154,7 +154,13 @@ fn the_passwordless_warehouse_is_served_on_loopback_only_unless_asked() {
 
     // Asked explicitly, the address is accepted (here the folder has no warehouse yet).
     let output = Command::new(env!("CARGO_BIN_EXE_fintech"))
-        .args(["warehouse", "--listen", "0.0.0.0:0", "--allow-remote", "--out"])
+        .args([
+            "warehouse",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-remote",
+            "--out",
+        ])
         .arg(folder.path())
         .output()
         .unwrap();

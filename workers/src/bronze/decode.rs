@@ -501,7 +501,11 @@ mod tests {
     fn text_postgresql_cannot_store_is_a_dead_letter() {
         let error = decode(Some(&with("merchant_name", "Ac\u{0}me".into())), MAX).unwrap_err();
         assert_eq!(error.kind, DeadLetterKind::InvalidValue);
-        assert!(error.message.contains("merchant_name contains a NUL"), "{}", error.message);
+        assert!(
+            error.message.contains("merchant_name contains a NUL"),
+            "{}",
+            error.message
+        );
         // Other control characters and right-to-left marks are text PostgreSQL stores.
         assert!(decode(Some(&with("city", "Pune\u{1}\u{202e}".into())), MAX).is_ok());
     }

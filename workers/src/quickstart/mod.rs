@@ -236,7 +236,9 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     // The simulated timeline of a later run reaches past today: its payments are dated as
     // far ahead as the timeline went, which the loader must accept here.
     let mut bounds = EventTimeBounds::default();
-    bounds.max_lead = bounds.max_lead.max(events.now() - Utc::now() + bounds.max_lead);
+    bounds.max_lead = bounds
+        .max_lead
+        .max(events.now() - Utc::now() + bounds.max_lead);
     let config = LoaderConfig {
         event_time_bounds: bounds,
         ..LoaderConfig::default()

@@ -159,6 +159,19 @@ pub enum TransformError {
     /// The project or the selection is wrong.
     #[error(transparent)]
     Project(#[from] super::project::ProjectError),
+    /// Another transform run held the lock for longer than this run would wait
+    /// (`lock_timeout`, the workers' `--lock-timeout-secs`); nothing ran.
+    #[error(
+        "another transform run holds the lock {holder}; gave up after waiting {waited:.1?}: {source}"
+    )]
+    Locked {
+        /// Who holds it and since when, as far as `pg_stat_activity` tells.
+        holder: String,
+        /// How long this run waited.
+        waited: std::time::Duration,
+        /// The error that ended the wait (`canceling statement due to lock timeout`).
+        source: sqlx::Error,
+    },
 }
 
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> TransformError {
@@ -248,11 +261,7 @@ pub async fn run(
     // One connection for the whole run: it holds the session lock, and the embedded
     // PostgreSQL serves one connection anyway.
     let mut conn: PoolConnection<Postgres> = pool.acquire().await.map_err(db("connecting"))?;
-    sqlx::query("select pg_advisory_lock($1)")
-        .bind(TRANSFORM_LOCK)
-        .execute(&mut *conn)
-        .await
-        .map_err(db("waiting for another transform run to finish"))?;
+    take_transform_lock(&mut conn).await?;
     let mut runner = Runner {
         conn: &mut conn,
         run_id: Uuid::new_v4(),
@@ -273,6 +282,80 @@ pub async fn run(
     result?;
     unlocked?;
     Ok(report)
+}
+
+/// Takes the session lock that keeps transform runs apart. When another run holds it, waits
+/// for it as long as the connection's `lock_timeout` allows, then fails with
+/// [`TransformError::Locked`], naming the session that holds it.
+async fn take_transform_lock(conn: &mut PgConnection) -> Result<(), TransformError> {
+    let taken: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(TRANSFORM_LOCK)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("taking the transform lock"))?;
+    if taken {
+        return Ok(());
+    }
+    let holder = transform_lock_holder(conn).await;
+    tracing::warn!(
+        holder = holder.as_deref().unwrap_or("unknown"),
+        "another transform run holds the lock; waiting for it (up to lock_timeout)"
+    );
+    let started = Instant::now();
+    let waited = sqlx::query("select pg_advisory_lock($1)")
+        .bind(TRANSFORM_LOCK)
+        .execute(&mut *conn)
+        .await;
+    match waited {
+        Ok(_) => Ok(()),
+        // 55P03 lock_not_available: `lock_timeout`; 57014 query_canceled: `statement_timeout`.
+        Err(source)
+            if source
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "55P03" || code == "57014") =>
+        {
+            let holder = match transform_lock_holder(conn).await {
+                Some(now) => now,
+                None => holder.unwrap_or_else(|| "(its session is no longer visible)".to_owned()),
+            };
+            Err(TransformError::Locked {
+                holder,
+                waited: started.elapsed(),
+                source,
+            })
+        }
+        Err(source) => Err(db("waiting for another transform run to finish")(source)),
+    }
+}
+
+/// Who holds the transform lock, from `pg_locks` and `pg_stat_activity`: "since <when the
+/// holding session connected> (… pid …, user …, application …, client …, <state> since …)".
+/// `None` when no session holds it any more or the lookup fails; the lookup only serves
+/// the error message.
+async fn transform_lock_holder(conn: &mut PgConnection) -> Option<String> {
+    // A bigint advisory key is split into classid (high half) and objid (low half).
+    let high = (TRANSFORM_LOCK >> 32) & 0xffff_ffff;
+    let low = TRANSFORM_LOCK & 0xffff_ffff;
+    let row: Option<(String,)> = sqlx::query_as(
+        "select format('since %s (when its session connected: pid %s, user %s, application %L, \
+                client %s, %s since %s)', \
+                coalesce(a.backend_start::text, 'an unknown time'), l.pid, \
+                coalesce(a.usename::text, '?'), coalesce(a.application_name, ''), \
+                coalesce(host(a.client_addr), 'local'), coalesce(a.state, '?'), \
+                coalesce(a.state_change::text, '?')) \
+         from pg_locks l left join pg_stat_activity a on a.pid = l.pid \
+         where l.locktype = 'advisory' and l.granted and l.objsubid = 1 \
+           and l.classid::bigint = $1 and l.objid::bigint = $2 \
+           and l.database = (select oid from pg_database where datname = current_database()) \
+         limit 1",
+    )
+    .bind(high)
+    .bind(low)
+    .fetch_optional(&mut *conn)
+    .await
+    .ok()?;
+    row.map(|(holder,)| holder)
 }
 
 /// What became of one node.
