@@ -121,6 +121,10 @@ impl<S: MessageSource + Send> MessageSource for Observed<S> {
         }
         result
     }
+
+    async fn rewind(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.inner.rewind(positions).await
+    }
 }
 
 /// Runs the benchmark.

@@ -47,9 +47,25 @@ pub enum SourceEvent {
 /// Errors of a source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// Committing offsets to Kafka failed (for example because the group rebalanced).
+    /// Committing offsets to Kafka failed (for example because the broker is unreachable).
     #[error("committing offsets to kafka failed: {0}")]
     Commit(#[source] rdkafka::error::KafkaError),
+    /// The group refused the commit because this reader is no longer the partitions' owner,
+    /// or is about to stop being it: a rebalance is under way, or the group has moved on
+    /// without it (its session expired, another instance took its place). Nothing was
+    /// committed; the partitions' next owner reads the batch again.
+    #[error("kafka refused the commit: this member no longer owns the partitions ({0})")]
+    CommitRefused(#[source] rdkafka::error::KafkaError),
+    /// A partition could not be read again from an earlier offset.
+    #[error("cannot read partition {partition} again from offset {offset}: {reason}")]
+    Rewind {
+        /// The partition.
+        partition: i32,
+        /// The offset it was to be read from.
+        offset: i64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A partitioned, replayable stream of messages with committed positions.
@@ -62,6 +78,17 @@ pub trait MessageSource {
 
     /// Commits, for each partition, the offset of the next message to read.
     fn commit(
+        &mut self,
+        positions: &[(i32, i64)],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Reads each partition of `positions` again from its offset: the next message of the
+    /// partition handed out is the one at that offset. The streamer calls it for a batch it
+    /// read but did not commit (its batch record was fenced, or the commit was refused), so
+    /// that it never commits past messages it did not store. A partition this reader no
+    /// longer owns is left alone (its owner reads from the committed offset); a source that
+    /// cannot read a message twice returns [`SourceError::Rewind`].
+    fn rewind(
         &mut self,
         positions: &[(i32, i64)],
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
@@ -147,6 +174,22 @@ impl MessageSource for InProcessSource {
             }
         }
         Ok(())
+    }
+
+    /// The channel hands each message out once, so nothing can be read again; this is
+    /// reached only when another streamer writes the same lake (see
+    /// [`crate::streamer::Streamer`]), which the in-process pipeline does not support.
+    async fn rewind(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
+        match positions.first() {
+            None => Ok(()),
+            Some((partition, offset)) => Err(SourceError::Rewind {
+                partition: *partition,
+                offset: *offset,
+                reason: "the in-process channel cannot replay; is another streamer writing \
+                         this lake?"
+                    .to_owned(),
+            }),
+        }
     }
 }
 

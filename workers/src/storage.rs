@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use url::Url;
@@ -72,6 +72,15 @@ impl StorageOptions {
         })
     }
 
+    /// The folder of a `file://` lake, `None` for any other. A local folder cannot replace an
+    /// object conditionally, so the lake fences its batch records with file locks there.
+    pub fn local_folder(&self) -> Option<std::path::PathBuf> {
+        let url = Url::parse(&self.lake_url).ok()?;
+        (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+    }
+
     /// Opens the store and returns it with the root path inside it.
     pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, Path), StorageError> {
         let url_error = |reason: String| StorageError::Url {
@@ -85,7 +94,12 @@ impl StorageOptions {
                     .host_str()
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| url_error("no bucket".to_owned()))?;
-                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // The lake needs S3's conditional writes, `If-None-Match: *` for its create-only
+                // objects and `If-Match` for the streamer's fenced batch records (AWS S3 and
+                // MinIO have both), whatever `AWS_CONDITIONAL_PUT` says.
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch);
                 if let Some(endpoint) = &self.s3_endpoint {
                     builder = builder.with_endpoint(endpoint);
                     if endpoint.starts_with("http://") {
@@ -145,6 +159,9 @@ mod tests {
             .open()
             .unwrap();
         assert_eq!(root.as_ref(), "");
+        let local = StorageOptions::local(folder.path()).unwrap();
+        assert_eq!(local.local_folder().as_deref(), Some(folder.path()));
+        assert_eq!(options("s3://bucket/lake").local_folder(), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bronze::lake::{Lake, LakeError, Publication};
+use crate::bronze::lake::{Lake, LakeError, Publication, RecordVersion, VersionedRecord};
 use crate::bronze::layout::{self, BatchRange};
 use crate::bronze::writer::{self, DaySplit, EncodeError};
 use crate::kafka::LagGauge;
@@ -26,6 +26,9 @@ use crate::source::{MessageSource, SourceError, SourceEvent, SourceMessage};
 
 /// Attempts at committing offsets before the streamer gives up and exits.
 const COMMIT_ATTEMPTS: u32 = 5;
+
+/// Attempts at taking a partition's batch record over while other writers keep replacing it.
+const TAKE_OVER_ATTEMPTS: u32 = 5;
 
 /// When a batch closes, and what a message may weigh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,8 @@ pub struct StreamerMetrics {
     batches: Counter,
     files_written: Family<FileLabels, Counter>,
     files_kept: Counter,
+    fenced_batches: Counter,
+    commits_refused: Counter,
     dead_letters: Family<DeadLetterLabels, Counter>,
     batch_duration: Histogram,
     last_commit: Gauge,
@@ -98,6 +103,8 @@ impl Default for StreamerMetrics {
             batches: Counter::default(),
             files_written: Family::default(),
             files_kept: Counter::default(),
+            fenced_batches: Counter::default(),
+            commits_refused: Counter::default(),
             dead_letters: Family::default(),
             batch_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             last_commit: Gauge::default(),
@@ -115,6 +122,16 @@ impl StreamerMetrics {
     /// Objects found already stored when a batch was replayed.
     pub fn files_kept(&self) -> u64 {
         self.files_kept.get()
+    }
+
+    /// Batches of a partition abandoned because another streamer had taken the partition over.
+    pub fn fenced_batches(&self) -> u64 {
+        self.fenced_batches.get()
+    }
+
+    /// Commits the group refused because the partitions had moved or were moving.
+    pub fn commits_refused(&self) -> u64 {
+        self.commits_refused.get()
     }
 
     /// Registers the metrics under `fintech_streamer_*`.
@@ -136,6 +153,18 @@ impl StreamerMetrics {
             "files_kept",
             "Objects found already stored when a batch was replayed after a crash",
             self.files_kept.clone(),
+        );
+        registry.register(
+            "fenced_batches",
+            "Batches of a partition abandoned unwritten because another streamer had taken \
+             the partition over (the batch record's conditional write was refused)",
+            self.fenced_batches.clone(),
+        );
+        registry.register(
+            "commits_refused",
+            "Commits refused by the consumer group because the partitions had moved or were \
+             moving; the batch is read again",
+            self.commits_refused.clone(),
         );
         registry.register(
             "dead_letters",
@@ -173,6 +202,13 @@ pub struct StreamSummary {
     pub batches: u64,
 }
 
+/// What one partition's part of a batch adds to the totals once committed.
+struct PartTotals {
+    rows: u64,
+    dead_letters: u64,
+    messages: u64,
+}
+
 /// The open batch's part for one partition.
 struct PartitionPart {
     first_offset: i64,
@@ -192,8 +228,17 @@ pub struct Streamer<S: MessageSource> {
     batch_bytes: usize,
     /// Partitions assigned but not yet checked for an uncommitted batch.
     unchecked: HashSet<i32>,
+    /// Partitions read again from an uncommitted batch's first offset ([`Self::read_again`])
+    /// rather than from the offset the group committed.
+    rewound: HashSet<i32>,
+    /// Partitions another streamer has moved past where this one reads: their messages are
+    /// ignored until the source assigns them again (and so reads from the committed offset).
+    behind: HashSet<i32>,
     /// Partitions replaying an uncommitted batch, with the offset that batch must end at.
     replay_ends: HashMap<i32, i64>,
+    /// For each partition taken over, the version of its batch record this streamer last
+    /// read or wrote: its next write of the record is conditional on it.
+    records: HashMap<i32, RecordVersion>,
     summary: StreamSummary,
 }
 
@@ -210,7 +255,10 @@ impl<S: MessageSource> Streamer<S> {
             batch_messages: 0,
             batch_bytes: 0,
             unchecked: HashSet::new(),
+            rewound: HashSet::new(),
+            behind: HashSet::new(),
             replay_ends: HashMap::new(),
+            records: HashMap::new(),
             summary: StreamSummary::default(),
         }
     }
@@ -226,11 +274,16 @@ impl<S: MessageSource> Streamer<S> {
                 () = sleep_until(deadline) => self.close_batch().await?,
                 event = self.source.next() => match event? {
                     None => break,
-                    Some(SourceEvent::Assigned(partitions)) => self.unchecked.extend(partitions),
+                    Some(SourceEvent::Assigned(partitions)) => self.assign(partitions),
                     Some(SourceEvent::Revoked(partitions)) => self.drop_partitions(&partitions),
                     Some(SourceEvent::Message(message)) => {
-                        if self.unchecked.remove(&message.partition) {
-                            self.check_uncommitted_batch(message.partition, message.offset).await?;
+                        if self.behind.contains(&message.partition) {
+                            continue;
+                        }
+                        if self.unchecked.remove(&message.partition)
+                            && !self.take_over(message.partition, message.offset).await?
+                        {
+                            continue;
                         }
                         self.add(message);
                         if self.batch_is_full() {
@@ -286,6 +339,16 @@ impl<S: MessageSource> Streamer<S> {
             || self.batch_bytes >= self.policy.max_bytes
     }
 
+    /// Partitions newly assigned: each is taken over on its first message, which is at the
+    /// offset the group committed.
+    fn assign(&mut self, partitions: Vec<i32>) {
+        for partition in &partitions {
+            self.rewound.remove(partition);
+            self.behind.remove(partition);
+        }
+        self.unchecked.extend(partitions);
+    }
+
     /// Forgets everything read from `partitions` and not yet committed.
     fn drop_partitions(&mut self, partitions: &[i32]) {
         for partition in partitions {
@@ -299,6 +362,9 @@ impl<S: MessageSource> Streamer<S> {
             }
             self.replay_ends.remove(partition);
             self.unchecked.remove(partition);
+            self.rewound.remove(partition);
+            self.behind.remove(partition);
+            self.records.remove(partition);
         }
         if self.parts.is_empty() {
             self.reset_batch();
@@ -311,20 +377,68 @@ impl<S: MessageSource> Streamer<S> {
         self.batch_bytes = 0;
     }
 
-    /// On the first message of a newly assigned partition, looks for a batch that was
-    /// written but not committed (a crash, or a failed commit). If the first offset falls in
-    /// it, this run must close its batch at the same end, so that it rewrites the same keys.
-    async fn check_uncommitted_batch(
-        &mut self,
-        partition: i32,
-        offset: i64,
-    ) -> Result<(), StreamError> {
+    /// Takes a newly assigned partition over, on its first message. Reads the partition's
+    /// batch record and stores it again under a new version, so that the previous owner's
+    /// next write of it, conditional on the version that owner saw, is refused: a streamer
+    /// that lost the partition while paused (a zombie) cannot write a batch over this one's.
+    /// A partition without a record has nothing to fence yet: its first record is created
+    /// create-only, so of two writers only one creates it.
+    ///
+    /// Then, if the first offset falls in the recorded batch (written but not committed: a
+    /// crash, a refused commit, or the previous owner's last batch), this run must close its
+    /// batch at the same end, so that it rewrites the same keys.
+    ///
+    /// Returns whether the partition is this streamer's to write. It is not when the
+    /// partition is read again after an uncommitted batch ([`Self::read_again`]) and the
+    /// record shows that another streamer has stored a later batch: this one is behind the
+    /// group (a zombie whose source still hands it the partition), and a batch from where it
+    /// reads would overlap stored ones. It then leaves the partition until it is assigned
+    /// again, without touching the record.
+    async fn take_over(&mut self, partition: i32, offset: i64) -> Result<bool, StreamError> {
         let topic = self.source.topic().to_owned();
-        let Some(record) = self.lake.read_batch_record(&topic, partition).await? else {
-            return Ok(());
+        let rewound = self.rewound.remove(&partition);
+        let mut attempt = 0;
+        let record = loop {
+            attempt += 1;
+            let VersionedRecord { record, version } = self
+                .lake
+                .read_versioned_batch_record(&topic, partition)
+                .await?;
+            let Some(record) = record else {
+                self.records.insert(partition, RecordVersion::Absent);
+                return Ok(true);
+            };
+            let range = &record.range;
+            if rewound && offset != range.first_offset && offset <= range.last_offset {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    recorded_first = range.first_offset,
+                    recorded_last = range.last_offset,
+                    "another streamer has stored a later batch of this partition than where this \
+                     one reads again; leaving the partition until it is assigned again"
+                );
+                self.behind.insert(partition);
+                return Ok(false);
+            }
+            match self.lake.write_batch_record(&record, &version).await {
+                Ok(version) => {
+                    self.records.insert(partition, version);
+                    break record;
+                }
+                // Another writer replaced it between the read and the write: read it again.
+                Err(LakeError::Fenced { reason, .. }) if attempt < TAKE_OVER_ATTEMPTS => {
+                    tracing::info!(
+                        partition,
+                        %reason,
+                        "the batch record changed while taking the partition over; reading it again"
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            }
         };
         if offset > record.range.last_offset {
-            return Ok(());
+            return Ok(true);
         }
         if offset != record.range.first_offset {
             tracing::warn!(
@@ -341,7 +455,7 @@ impl<S: MessageSource> Streamer<S> {
             "replaying a batch that was written but not committed; it will close at the same offset"
         );
         self.replay_ends.insert(partition, record.range.last_offset);
-        Ok(())
+        Ok(true)
     }
 
     /// Closes the open batch: writes it, then commits it. Parts still replaying towards a
@@ -389,16 +503,25 @@ impl<S: MessageSource> Streamer<S> {
     /// **Invariant: an offset is committed only after every object that holds its message is
     /// durably stored, and a message is stored under one key only.** In order:
     ///
-    /// 1. For each partition, the batch record (range and object keys) is stored first.
-    /// 2. The batch is published ([`Lake::publish`]): every object with create-only
-    ///    semantics (an object that exists already was stored by an earlier attempt at this
-    ///    same range and is kept, never changed), then the manifests that tell the loader the
-    ///    objects exist.
-    /// 3. Only then are the offsets committed (`last_offset + 1` per partition).
+    /// 1. For each partition, the batch record (range and object keys) is stored first,
+    ///    conditional on the version of the record this streamer last read or wrote. When
+    ///    another streamer has written the record since (it took the partition over), the
+    ///    write is refused and this partition's part of the batch is abandoned: no object,
+    ///    no manifest, no commit, and the partition is read again from the batch's first
+    ///    offset ([`Self::read_again`]).
+    /// 2. The rest of the batch is published ([`Lake::publish`]): every object with
+    ///    create-only semantics (an object that exists already was stored by an earlier
+    ///    attempt at this same range and is kept, never changed), then the manifests that
+    ///    tell the loader the objects exist.
+    /// 3. Only then are the offsets committed (`last_offset + 1` per partition). A commit the
+    ///    group refuses (the partitions moved) is not a success: the batch is not counted and
+    ///    its partitions are read again from its first offsets.
     ///
-    /// Keys are a function of the range alone, and a restarted streamer that finds an
-    /// uncommitted record closes its first batch at the recorded end, so a crash at any
-    /// point replays into the same keys, never into new ones.
+    /// Keys are a function of the range alone, and a streamer that takes a partition over
+    /// reads the record and closes its first batch at the recorded end when it starts inside
+    /// it, so a crash at any point replays into the same keys, never into new ones; and since
+    /// the take-over rewrites the record, the previous owner can no longer start a range of
+    /// its own.
     async fn write_and_commit(
         &mut self,
         parts: Vec<(i32, PartitionPart)>,
@@ -407,9 +530,7 @@ impl<S: MessageSource> Streamer<S> {
         let ingested_at = Utc::now().timestamp_micros();
         let written_on = Utc::now().date_naive();
         let root = self.lake.root().clone();
-        let mut publications = Vec::with_capacity(parts.len());
-        let mut positions = Vec::with_capacity(parts.len());
-        let (mut rows, mut dead, mut messages) = (0, 0, 0);
+        let mut batch = Vec::with_capacity(parts.len());
         for (partition, part) in parts {
             let range = BatchRange {
                 topic: topic.clone(),
@@ -417,29 +538,74 @@ impl<S: MessageSource> Streamer<S> {
                 first_offset: part.first_offset,
                 last_offset: part.last_offset,
             };
-            rows += part.split.rows();
-            dead += part.split.dead_letters();
-            messages += (part.last_offset - part.first_offset + 1) as u64;
-            positions.push((partition, part.last_offset + 1));
+            let totals = PartTotals {
+                rows: part.split.rows(),
+                dead_letters: part.split.dead_letters(),
+                messages: (part.last_offset - part.first_offset + 1) as u64,
+            };
             let files = part
                 .split
                 .encode(ingested_at, writer::batch_file_key(&root, &range))?;
-            publications.push(Publication {
+            let publication = Publication {
                 manifest: layout::manifest(&root, written_on, &range),
                 range,
                 files,
-            });
+            };
+            batch.push((publication, totals));
         }
 
-        // 1. The batch records.
-        let records: Vec<_> = publications
+        // 1. The batch records, each conditional on the version this streamer last saw.
+        let writes: Vec<_> = batch
             .iter()
-            .map(|p| {
-                let (lake, record) = (self.lake.clone(), p.record());
-                async move { lake.write_batch_record(record).await }
+            .map(|(publication, _)| {
+                let (lake, record) = (self.lake.clone(), publication.record());
+                let expected = self
+                    .records
+                    .get(&record.range.partition)
+                    .cloned()
+                    .unwrap_or(RecordVersion::Absent);
+                async move { lake.write_batch_record(&record, &expected).await }
             })
             .collect();
-        futures::future::try_join_all(records).await?;
+        let outcomes = futures::future::join_all(writes).await;
+        let mut fenced = Vec::new();
+        let mut kept = Vec::with_capacity(batch.len());
+        for ((publication, totals), outcome) in batch.into_iter().zip(outcomes) {
+            let range = &publication.range;
+            match outcome {
+                Ok(version) => {
+                    self.records.insert(range.partition, version);
+                    kept.push((publication, totals));
+                }
+                Err(LakeError::Fenced { path, reason }) => {
+                    tracing::error!(
+                        partition = range.partition,
+                        first_offset = range.first_offset,
+                        last_offset = range.last_offset,
+                        record = %path,
+                        %reason,
+                        "fenced: another streamer has taken this partition over; abandoning its \
+                         batch (no object, manifest or commit) and reading the partition again"
+                    );
+                    self.metrics.fenced_batches.inc();
+                    fenced.push((range.partition, range.first_offset));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.read_again(&fenced).await?;
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let (publications, totals): (Vec<Publication>, Vec<PartTotals>) = kept.into_iter().unzip();
+        let firsts: Vec<(i32, i64)> = publications
+            .iter()
+            .map(|p| (p.range.partition, p.range.first_offset))
+            .collect();
+        let positions: Vec<(i32, i64)> = publications
+            .iter()
+            .map(|p| (p.range.partition, p.range.last_offset + 1))
+            .collect();
 
         // 2. The objects, then the manifests.
         let published = self.lake.publish(publications).await?;
@@ -454,7 +620,12 @@ impl<S: MessageSource> Streamer<S> {
         self.metrics.files_kept.inc_by(published.kept);
 
         // 3. The offsets.
-        self.commit(&positions).await?;
+        if !self.commit(&positions).await? {
+            return self.read_again(&firsts).await;
+        }
+        let (rows, dead, messages) = totals.iter().fold((0, 0, 0), |(r, d, m), t| {
+            (r + t.rows, d + t.dead_letters, m + t.messages)
+        });
         self.metrics.batches.inc();
         self.metrics.last_commit.set(Utc::now().timestamp());
         self.summary.batches += 1;
@@ -470,17 +641,44 @@ impl<S: MessageSource> Streamer<S> {
         Ok(())
     }
 
-    /// Commits with retries. A commit refused because the group is rebalancing is not
-    /// retried: the partitions' new owner replays the recorded batch into the same keys.
-    async fn commit(&mut self, positions: &[(i32, i64)]) -> Result<(), StreamError> {
+    /// After a batch of these partitions was abandoned or its commit refused: forgets the
+    /// version of their batch records and has the source hand them out again from the
+    /// batch's first offsets, so that nothing after the uncommitted batch is committed
+    /// before it is stored. A partition that is still this streamer's is taken over again on
+    /// its next message (its record read, and the replay closed at the recorded end).
+    async fn read_again(&mut self, positions: &[(i32, i64)]) -> Result<(), StreamError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        for (partition, _) in positions {
+            self.records.remove(partition);
+            self.replay_ends.remove(partition);
+            self.unchecked.insert(*partition);
+            self.rewound.insert(*partition);
+        }
+        self.source.rewind(positions).await?;
+        Ok(())
+    }
+
+    /// Commits with retries; returns whether the group took the commit. A commit refused
+    /// because the partitions moved or are moving (a rebalance, an expired session) is not
+    /// retried and is not a success: the batch's objects and manifests stay, and whoever
+    /// reads the partitions next (a new owner, or this streamer again) replays the recorded
+    /// batch into the same keys.
+    async fn commit(&mut self, positions: &[(i32, i64)]) -> Result<bool, StreamError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.source.commit(positions).await {
-                Ok(()) => return Ok(()),
-                Err(error) if is_rebalance(&error) => {
-                    tracing::warn!(%error, "commit refused during a rebalance; the new owner replays the batch");
-                    return Ok(());
+                Ok(()) => return Ok(true),
+                Err(error @ SourceError::CommitRefused(_)) => {
+                    tracing::warn!(
+                        %error,
+                        ?positions,
+                        "commit refused: the partitions moved or are moving; the batch is not committed and will be replayed into the same keys"
+                    );
+                    self.metrics.commits_refused.inc();
+                    return Ok(false);
                 }
                 Err(error) if attempt < COMMIT_ATTEMPTS => {
                     let delay = Duration::from_millis(200 * 2u64.pow(attempt));
@@ -491,18 +689,6 @@ impl<S: MessageSource> Streamer<S> {
             }
         }
     }
-}
-
-fn is_rebalance(error: &SourceError) -> bool {
-    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-    matches!(
-        error,
-        SourceError::Commit(KafkaError::ConsumerCommit(
-            RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId
-        ))
-    )
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -1,7 +1,8 @@
 //! The lake's guarantees on every object store it runs on: the in-memory store, a local
 //! folder (the quickstart's and `file://` lakes) and MinIO (S3). Exactly-once bronze rests on
 //! them: an object is created once and never replaced, publishing again keeps what is stored,
-//! a partition's batch record is replaced and read back, and listings come back in order.
+//! a partition's batch record is replaced and read back with its version, and listings come
+//! back in order. (The batch record's fencing, on the same stores, is in `tests/fencing.rs`.)
 //! Each guarantee is one function, run on each store by `on_every_store!`.
 
 mod common;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use fintech_workers::bronze::BatchRecord;
-use fintech_workers::bronze::lake::{Lake, LakeError, Publication};
+use fintech_workers::bronze::lake::{Lake, LakeError, Publication, RecordVersion, VersionedRecord};
 use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::writer::{self, DaySplit};
 use fintech_workers::faults::{FaultInjector, FaultRates};
@@ -185,11 +186,26 @@ async fn a_batch_record_is_replaced_by_the_next_and_read_back(lake: &Lake) {
         range: range(0, 0, last_offset),
         files: vec![format!("bronze/transactions/x-{last_offset}.parquet")],
     };
-    lake.write_batch_record(record(9)).await.unwrap();
-    lake.write_batch_record(record(19)).await.unwrap();
+    let first = lake
+        .write_batch_record(&record(9), &RecordVersion::Absent)
+        .await
+        .unwrap();
+    let second = lake.write_batch_record(&record(19), &first).await.unwrap();
+    assert_ne!(first, second);
     assert_eq!(
         lake.read_batch_record("transactions", 0).await.unwrap(),
         Some(record(19))
+    );
+    let read = lake
+        .read_versioned_batch_record("transactions", 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        read,
+        VersionedRecord {
+            record: Some(record(19)),
+            version: second
+        }
     );
     assert_eq!(
         lake.read_batch_record("transactions", 1).await.unwrap(),

@@ -1,6 +1,7 @@
 //! The streamer against the real broker and S3 server: every message lands in bronze or the
 //! dead-letter queue exactly once, across SIGTERM, a crash before commit, an unreachable
-//! object store, a Kafka that comes up after the streamer, and a rebalance.
+//! object store, a Kafka that comes up after the streamer, a rebalance, and a zombie (a
+//! streamer that lost its partitions while stuck, then wakes and closes its batch).
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use common::manifest_outage::ManifestOutage;
+use common::outage::StoreOutage;
 use common::{
     assert_each_once, committed_total, free_port, fresh_database, http_get, metric, stored_offsets,
     test_lake, testenv_var, unique_name,
@@ -21,6 +22,12 @@ use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{
     BatchPolicy, StreamError, StreamSummary, Streamer, StreamerMetrics,
+};
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -273,7 +280,7 @@ async fn a_streamer_killed_before_commit_is_replayed_without_duplicates() {
     // The first streamer writes its second batch's objects, but dies before publishing the
     // batch (its manifests are refused), so the batch stays uncommitted.
     let (store, root) = lake.open().unwrap();
-    let outage = Lake::new(Arc::new(ManifestOutage::beyond_first_batch(store)), root);
+    let outage = Lake::new(Arc::new(StoreOutage::beyond_first_batch(store)), root);
     let (_, crashed) = start_streamer(&bootstrap, &topic, &group, outage, policy(300));
     let error = crashed.await.unwrap().unwrap_err();
     assert!(error.to_string().contains("_manifests"), "{error}");
@@ -422,5 +429,159 @@ async fn a_streamer_started_before_kafka_is_reachable_streams_everything_once_it
     cancel.cancel();
     streaming.await.unwrap();
     forwarder.abort();
+    assert_lake_holds(&lake, good, total).await;
+}
+
+/// An object store that holds every write of a batch record (under `_streamer/`) until it is
+/// opened: a streamer that reaches one is stuck there, like a process stopped mid-batch.
+#[derive(Debug)]
+struct RecordGate {
+    inner: Arc<dyn ObjectStore>,
+    open: tokio::sync::watch::Receiver<bool>,
+    /// Writes that reached the gate.
+    held: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::fmt::Display for RecordGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RecordGate({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for RecordGate {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if location.parts().any(|part| part.as_ref() == "_streamer") {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_zombie_streamer_writes_nothing_once_its_partitions_moved() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("zombie");
+    let group = unique_name("zombie-group");
+    let lake = test_lake("zombie");
+    let total = 900;
+    let good = produce(&bootstrap, &topic, total);
+
+    // A reads everything into one batch, then gets stuck writing its batch records. It stops
+    // polling, so after max.poll.interval.ms the group drops it, as it drops a streamer
+    // stopped (SIGSTOP) past its session timeout.
+    let (open_gate, gate) = tokio::sync::watch::channel(false);
+    let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (store, root) = lake.open().unwrap();
+    let gated = RecordGate {
+        inner: store,
+        open: gate,
+        held: held.clone(),
+    };
+    let mut options = kafka(&bootstrap, &topic);
+    options.properties = vec![
+        ("session.timeout.ms".to_owned(), "6000".to_owned()),
+        ("max.poll.interval.ms".to_owned(), "7000".to_owned()),
+    ];
+    let a_metrics = StreamerMetrics::default();
+    let a_source = KafkaSource::new(&options, &group, LagGauge::default()).unwrap();
+    let a_policy = BatchPolicy {
+        interval: Duration::from_secs(8),
+        max_rows: 1_000_000,
+        ..BatchPolicy::default()
+    };
+    let a = Streamer::new(
+        a_source,
+        Lake::new(Arc::new(gated), root),
+        a_policy,
+        a_metrics.clone(),
+    );
+    let a_cancel = CancellationToken::new();
+    let a = tokio::spawn(a.run(a_cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held.load(std::sync::atomic::Ordering::SeqCst) < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "A never closed its batch");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        a_metrics.messages_read(),
+        total as u64,
+        "A's batch holds everything"
+    );
+
+    // B joins; once the group has dropped A, B owns every partition and stores everything.
+    let (b_cancel, b) = spawn_streamer(&bootstrap, &topic, &group, &lake, policy(200));
+    wait_for_commits(&bootstrap, &group, &topic, total as i64).await;
+    assert_lake_holds(&lake, good, total).await;
+
+    // A wakes: every record write is refused, so it stores and commits nothing.
+    open_gate.send(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a_metrics.fenced_batches() < PARTITIONS as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "A was not fenced on every partition"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A rejoins the group, reads from the committed offsets and finds nothing to store.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    a_cancel.cancel();
+    b_cancel.cancel();
+    let a = a.await.unwrap().unwrap();
+    b.await.unwrap();
+    assert_eq!(a.batches, 0, "A committed nothing: {a:?}");
+    assert_eq!(
+        committed_total(&bootstrap, &group, &topic, PARTITIONS),
+        total as i64
+    );
     assert_lake_holds(&lake, good, total).await;
 }

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::manifest_outage::ManifestOutage;
+use common::log_source::{LogSource, TOPIC};
+use common::outage::StoreOutage;
 use fintech_workers::bronze::Lake;
 use fintech_workers::faults::{FaultInjector, FaultRates};
 use fintech_workers::source::{
@@ -22,70 +23,6 @@ use object_store::ObjectStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use tokio_util::sync::CancellationToken;
-
-const TOPIC: &str = "transactions";
-
-/// A replayable partitioned log with committed positions: Kafka's contract, in memory.
-struct LogSource {
-    log: BTreeMap<i32, Vec<SourceMessage>>,
-    committed: Arc<Mutex<HashMap<i32, i64>>>,
-    cursor: HashMap<i32, i64>,
-    events: std::collections::VecDeque<SourceEvent>,
-    /// Whether `next` ends (`None`) or waits forever once the log is read.
-    ends: bool,
-}
-
-impl LogSource {
-    fn new(
-        log: &BTreeMap<i32, Vec<SourceMessage>>,
-        committed: &Arc<Mutex<HashMap<i32, i64>>>,
-    ) -> Self {
-        let cursor = log
-            .keys()
-            .map(|p| (*p, committed.lock().unwrap().get(p).copied().unwrap_or(0)))
-            .collect();
-        Self {
-            log: log.clone(),
-            committed: committed.clone(),
-            cursor,
-            events: [SourceEvent::Assigned(log.keys().copied().collect())].into(),
-            ends: true,
-        }
-    }
-}
-
-impl MessageSource for LogSource {
-    fn topic(&self) -> &str {
-        TOPIC
-    }
-
-    async fn next(&mut self) -> Result<Option<SourceEvent>, SourceError> {
-        if let Some(event) = self.events.pop_front() {
-            return Ok(Some(event));
-        }
-        // Round robin over partitions, like a consumer fetching from several.
-        for (partition, messages) in &self.log {
-            let cursor = self.cursor.get_mut(partition).unwrap();
-            if let Some(message) = messages.get(*cursor as usize) {
-                *cursor += 1;
-                return Ok(Some(SourceEvent::Message(message.clone())));
-            }
-        }
-        if self.ends {
-            Ok(None)
-        } else {
-            std::future::pending().await
-        }
-    }
-
-    async fn commit(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
-        let mut committed = self.committed.lock().unwrap();
-        for (partition, offset) in positions {
-            committed.insert(*partition, *offset);
-        }
-        Ok(())
-    }
-}
 
 /// A log of `n` messages over 3 partitions, some of them undecodable.
 fn log(n: usize, malformed: f64) -> BTreeMap<i32, Vec<SourceMessage>> {
@@ -177,7 +114,7 @@ async fn a_crash_between_write_and_commit_replays_into_the_same_objects() {
     let store = Arc::new(InMemory::new());
     // The first batch is published; the second is written but its manifests are refused, as
     // if the streamer died before publishing them.
-    let outage = Arc::new(ManifestOutage::beyond_first_batch(store.clone()));
+    let outage = Arc::new(StoreOutage::beyond_first_batch(store.clone()));
     let crashed = Streamer::new(
         LogSource::new(&log, &committed),
         Lake::new(outage, Path::default()),
@@ -282,4 +219,115 @@ async fn a_batch_closes_on_its_interval_and_shutdown_commits_the_open_one() {
     assert_eq!(record.range.first_offset, 0);
     assert_eq!(record.range.last_offset, log[&0].len() as i64 - 1);
     assert!(!record.files.is_empty());
+}
+
+/// A [`LogSource`] whose commits fail from the `first`-th on, as when the broker goes away
+/// for good: the streamer retries, then stops.
+struct CommitOutage {
+    inner: LogSource,
+    first: usize,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MessageSource for CommitOutage {
+    fn topic(&self) -> &str {
+        self.inner.topic()
+    }
+
+    async fn next(&mut self) -> Result<Option<SourceEvent>, SourceError> {
+        self.inner.next().await
+    }
+
+    async fn commit(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
+        let commits = 1 + self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if commits >= self.first {
+            return Err(SourceError::Commit(rdkafka::error::KafkaError::Canceled));
+        }
+        self.inner.commit(positions).await
+    }
+
+    async fn rewind(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
+        self.inner.rewind(positions).await
+    }
+}
+
+/// Stops a streamer at every write it makes (each batch record, object and manifest) and at
+/// every commit, one crash point per run, and restarts it: every message is then stored
+/// exactly once, as a row or a dead letter.
+#[tokio::test(start_paused = true)]
+async fn a_streamer_stopped_at_any_write_or_commit_stores_every_message_once() {
+    let log = log(900, 0.03);
+    // A clean run, to count the writes and commits there are to stop at.
+    let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+    let counting = Arc::new(StoreOutage::from_put(Arc::new(InMemory::new()), usize::MAX));
+    let commits = Arc::<std::sync::atomic::AtomicUsize>::default();
+    let source = CommitOutage {
+        inner: LogSource::new(&log, &committed),
+        first: usize::MAX,
+        commits: commits.clone(),
+    };
+    Streamer::new(
+        source,
+        Lake::new(counting.clone(), Path::default()),
+        policy(200),
+        StreamerMetrics::default(),
+    )
+    .run(CancellationToken::new())
+    .await
+    .unwrap();
+    let puts = counting.puts();
+    let commits = commits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(puts > 20 && commits > 3, "{puts} writes, {commits} commits");
+
+    let restart = |store: &Arc<InMemory>, committed: &Arc<Mutex<HashMap<i32, i64>>>| {
+        Streamer::new(
+            LogSource::new(&log, committed),
+            lake(store),
+            policy(170),
+            StreamerMetrics::default(),
+        )
+        .run(CancellationToken::new())
+    };
+    for first in 1..=puts {
+        let store = Arc::new(InMemory::new());
+        let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+        let outage = Arc::new(StoreOutage::from_put(store.clone(), first));
+        let stopped = Streamer::new(
+            LogSource::new(&log, &committed),
+            Lake::new(outage, Path::default()),
+            policy(200),
+            StreamerMetrics::default(),
+        )
+        .run(CancellationToken::new())
+        .await;
+        assert!(stopped.is_err(), "stopped at write {first}");
+        restart(&store, &committed).await.unwrap();
+        let rows = stored(&store, "bronze/transactions").await;
+        let dead = stored(&store, "dead_letter/transactions").await;
+        common::assert_each_once([rows, dead].concat(), 900);
+    }
+    for first in 1..=commits {
+        let store = Arc::new(InMemory::new());
+        let committed: Arc<Mutex<HashMap<i32, i64>>> = Arc::default();
+        let source = CommitOutage {
+            inner: LogSource::new(&log, &committed),
+            first,
+            commits: Arc::default(),
+        };
+        let stopped = Streamer::new(
+            source,
+            lake(&store),
+            policy(200),
+            StreamerMetrics::default(),
+        )
+        .run(CancellationToken::new())
+        .await;
+        assert!(stopped.is_err(), "stopped at commit {first}");
+        restart(&store, &committed).await.unwrap();
+        let rows = stored(&store, "bronze/transactions").await;
+        let dead = stored(&store, "dead_letter/transactions").await;
+        common::assert_each_once([rows, dead].concat(), 900);
+    }
 }

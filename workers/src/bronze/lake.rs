@@ -5,8 +5,13 @@
 //!
 //! - bronze objects and manifests are created, never replaced ([`Lake::put_new`]);
 //! - a batch is published objects first, manifest last ([`Lake::publish`]), so a manifest
-//!   never names an object that is not stored.
+//!   never names an object that is not stored;
+//! - a partition's batch record is replaced only by a write conditional on the version its
+//!   writer last read or wrote ([`Lake::write_batch_record`]), so a streamer that lost the
+//!   partition to another (a zombie) is refused ([`LakeError::Fenced`]) instead of writing a
+//!   batch over the new owner's.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -14,7 +19,9 @@ use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion,
+};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::errors::ParquetError;
 
@@ -54,6 +61,27 @@ pub enum LakeError {
         path: String,
         /// Why.
         source: serde_json::Error,
+    },
+    /// A conditional write of a partition's batch record found another version than the one
+    /// its writer last saw: another streamer has written the record since, so this one no
+    /// longer owns the partition. Nothing was written.
+    #[error(
+        "the batch record {path} was written by another streamer since this one last saw it \
+         ({reason}); this streamer no longer owns the partition"
+    )]
+    Fenced {
+        /// The batch record.
+        path: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// The lock that fences the batch records of a local folder could not be taken.
+    #[error("cannot lock {path} to write a batch record: {source}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// A manifest is unreadable.
     #[error("manifest {path} is corrupt: {source}")]
@@ -103,6 +131,43 @@ pub struct Published {
     pub kept: u64,
 }
 
+/// The version of a partition's batch record that a write of it is conditional on: the one its
+/// writer last read or wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordVersion {
+    /// There was no record: the write creates one, and is refused if another writer did first.
+    Absent,
+    /// The record as the store identified it; the write is refused if the stored record is
+    /// another.
+    Stored {
+        /// Its ETag.
+        e_tag: Option<String>,
+        /// Its version, on a versioned store.
+        version: Option<String>,
+    },
+}
+
+impl RecordVersion {
+    fn stored(e_tag: Option<String>, version: Option<String>) -> Self {
+        Self::Stored { e_tag, version }
+    }
+}
+
+impl From<PutResult> for RecordVersion {
+    fn from(result: PutResult) -> Self {
+        Self::stored(result.e_tag, result.version)
+    }
+}
+
+/// A partition's batch record, if there is one, and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedRecord {
+    /// The record.
+    pub record: Option<BatchRecord>,
+    /// What a write replacing it is conditional on.
+    pub version: RecordVersion,
+}
+
 /// A Parquet file of the lake, fetched whole and opened for reading.
 pub struct ParquetFile {
     path: Path,
@@ -131,18 +196,30 @@ impl ParquetFile {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     root: Path,
+    /// The folder of a local store: its batch records are fenced with file locks there,
+    /// since a local folder cannot replace an object conditionally.
+    local_folder: Option<PathBuf>,
 }
 
 impl Lake {
-    /// The lake at `root` of `store`.
+    /// The lake at `root` of `store`, which must support conditional writes
+    /// (`PutMode::Create` and `PutMode::Update`: S3, MinIO, the in-memory store). For a local
+    /// folder use [`Lake::open`].
     pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
-        Self { store, root }
+        Self {
+            store,
+            root,
+            local_folder: None,
+        }
     }
 
     /// Opens the lake the options name.
     pub fn open(options: &StorageOptions) -> Result<Self, StorageError> {
         let (store, root) = options.open()?;
-        Ok(Self::new(store, root))
+        Ok(Self {
+            local_folder: options.local_folder(),
+            ..Self::new(store, root)
+        })
     }
 
     /// The object store.
@@ -221,15 +298,101 @@ impl Lake {
         Ok(published)
     }
 
-    /// Stores (or replaces) the streamer's record of the last batch of a partition.
-    pub async fn write_batch_record(&self, record: BatchRecord) -> Result<(), LakeError> {
+    /// Stores the streamer's record of the last batch of a partition, in place of the
+    /// `expected` version, the one the writer last read or wrote, and returns the new
+    /// version. Fails with [`LakeError::Fenced`], writing nothing, when the stored record is
+    /// another (or, for [`RecordVersion::Absent`], when there is one): another streamer has
+    /// taken the partition over.
+    ///
+    /// Object stores check the version themselves (`If-Match` on S3 and MinIO,
+    /// `If-None-Match: *` for a new record). A local folder cannot, so there the version is
+    /// compared and the record replaced while holding an exclusive lock on
+    /// `<record>.lock` beside it, which every writer of that folder takes.
+    pub async fn write_batch_record(
+        &self,
+        record: &BatchRecord,
+        expected: &RecordVersion,
+    ) -> Result<RecordVersion, LakeError> {
         let range = &record.range;
         let path = layout::batch_record(&self.root, &range.topic, range.partition);
-        self.store
-            .put(&path, PutPayload::from(record.to_json()))
+        let body = PutPayload::from(record.to_record_json(&uuid::Uuid::new_v4().to_string()));
+        if let Some(folder) = &self.local_folder {
+            return self.replace_locked(folder, &path, body, expected).await;
+        }
+        let mode = match expected {
+            RecordVersion::Absent => PutMode::Create,
+            RecordVersion::Stored { e_tag, version } => PutMode::Update(UpdateVersion {
+                e_tag: e_tag.clone(),
+                version: version.clone(),
+            }),
+        };
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self.store.put_opts(&path, body, options).await {
+            Ok(result) => Ok(result.into()),
+            Err(
+                error @ (object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }),
+            ) => Err(LakeError::Fenced {
+                path: path.to_string(),
+                reason: error.to_string(),
+            }),
+            Err(source) => Err(store_error(&path)(source)),
+        }
+    }
+
+    /// [`Self::write_batch_record`] on a local folder: compare and replace under a file lock.
+    async fn replace_locked(
+        &self,
+        folder: &std::path::Path,
+        path: &Path,
+        body: PutPayload,
+        expected: &RecordVersion,
+    ) -> Result<RecordVersion, LakeError> {
+        let lock_path = folder.join(format!("{path}.lock"));
+        let lock_error = |source| LakeError::Lock {
+            path: lock_path.display().to_string(),
+            source,
+        };
+        // Blocks until no other writer holds it; released when `_lock` is dropped (closed),
+        // or by the kernel when its holder dies.
+        let _lock = tokio::task::spawn_blocking({
+            let lock_path = lock_path.clone();
+            move || {
+                if let Some(parent) = lock_path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)?;
+                file.lock()?;
+                Ok(file)
+            }
+        })
+        .await
+        .map_err(|join| lock_error(std::io::Error::other(join)))?
+        .map_err(lock_error)?;
+        let stored = match self.store.head(path).await {
+            Ok(meta) => RecordVersion::stored(meta.e_tag, meta.version),
+            Err(object_store::Error::NotFound { .. }) => RecordVersion::Absent,
+            Err(source) => return Err(store_error(path)(source)),
+        };
+        if stored != *expected {
+            return Err(LakeError::Fenced {
+                path: path.to_string(),
+                reason: format!("expected {expected:?}, found {stored:?}"),
+            });
+        }
+        let result = self
+            .store
+            .put(path, body)
             .await
-            .map_err(store_error(&path))?;
-        Ok(())
+            .map_err(store_error(path))?;
+        Ok(result.into())
     }
 
     /// The streamer's record of the last batch written for `partition` of `topic`, if any.
@@ -238,16 +401,41 @@ impl Lake {
         topic: &str,
         partition: i32,
     ) -> Result<Option<BatchRecord>, LakeError> {
+        Ok(self
+            .read_versioned_batch_record(topic, partition)
+            .await?
+            .record)
+    }
+
+    /// The streamer's record of the last batch written for `partition` of `topic`, if any,
+    /// with the version a write replacing it must name.
+    pub async fn read_versioned_batch_record(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<VersionedRecord, LakeError> {
         let path = layout::batch_record(&self.root, topic, partition);
-        let Some(bytes) = self.read_if_exists(&path).await? else {
-            return Ok(None);
+        let result = match self.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok(VersionedRecord {
+                    record: None,
+                    version: RecordVersion::Absent,
+                });
+            }
+            Err(source) => return Err(store_error(&path)(source)),
         };
-        BatchRecord::from_json(&bytes)
-            .map(Some)
-            .map_err(|source| LakeError::CorruptBatchRecord {
+        let version = RecordVersion::stored(result.meta.e_tag.clone(), result.meta.version.clone());
+        let bytes = result.bytes().await.map_err(store_error(&path))?;
+        let record =
+            BatchRecord::from_json(&bytes).map_err(|source| LakeError::CorruptBatchRecord {
                 path: path.to_string(),
                 source,
-            })
+            })?;
+        Ok(VersionedRecord {
+            record: Some(record),
+            version,
+        })
     }
 
     /// The manifest folders of `topic` and their dates, oldest first.
@@ -385,16 +573,5 @@ impl Lake {
         let etag = result.meta.e_tag.clone();
         let bytes = result.bytes().await.map_err(store_error(path))?;
         Ok((bytes, etag))
-    }
-
-    async fn read_if_exists(&self, path: &Path) -> Result<Option<Bytes>, LakeError> {
-        match self.read(path).await {
-            Ok((bytes, _)) => Ok(Some(bytes)),
-            Err(LakeError::Store {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }) => Ok(None),
-            Err(error) => Err(error),
-        }
     }
 }

@@ -1,8 +1,11 @@
 //! The Kafka source: a consumer-group member with auto-commit off. Offsets are committed only
-//! by the streamer, synchronously, after the batch they cover is stored.
+//! by the streamer, synchronously, after the batch they cover is stored. A commit the group
+//! refuses because this member no longer owns the partitions is reported as
+//! [`SourceError::CommitRefused`], never as a success.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -10,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
@@ -19,6 +22,30 @@ use crate::source::{MessageSource, SourceError, SourceEvent, SourceMessage};
 
 /// Pause after a consumer error before reading again.
 const RECEIVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a seek may take to reach the fetcher; past it, the consumer's state is unknown.
+const SEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a commit failed because the group no longer takes this member's commits for the
+/// partitions: a rebalance is under way, the member's generation or epoch is stale, its
+/// session expired (the coordinator forgot it), it lost its assignment, or another instance
+/// with its `group.instance.id` fenced it. None of these is worth retrying, and none is a
+/// success: the partitions' next owner reads the batch again.
+fn is_commit_refusal(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::ConsumerCommit(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::FencedInstanceId
+                | RDKafkaErrorCode::FencedMemberEpoch
+                | RDKafkaErrorCode::StaleMemberEpoch
+                | RDKafkaErrorCode::AssignmentLost
+                | RDKafkaErrorCode::Fenced
+        )
+    )
+}
 
 /// Labels of the per-partition lag gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -34,6 +61,10 @@ pub type LagGauge = Family<PartitionLabels, Gauge>;
 struct GroupContext {
     topic: String,
     events: Arc<Mutex<VecDeque<SourceEvent>>>,
+    /// Wakes a `next()` waiting for a message: a rebalance must reach the streamer at once,
+    /// not with the next message, or a member with nothing to read would go on treating
+    /// partitions it lost as its own.
+    wake: Arc<Notify>,
     lag: LagGauge,
 }
 
@@ -70,6 +101,7 @@ impl ConsumerContext for GroupContext {
             if let Ok(mut events) = self.events.lock() {
                 events.push_back(SourceEvent::Revoked(partitions));
             }
+            self.wake.notify_one();
         }
     }
 
@@ -81,6 +113,7 @@ impl ConsumerContext for GroupContext {
                 if let Ok(mut events) = self.events.lock() {
                     events.push_back(SourceEvent::Assigned(partitions));
                 }
+                self.wake.notify_one();
             }
             Rebalance::Error(error) => tracing::error!(%error, "rebalance failed"),
             Rebalance::Revoke(_) => {}
@@ -93,15 +126,18 @@ pub struct KafkaSource {
     consumer: Arc<StreamConsumer<GroupContext>>,
     topic: String,
     events: Arc<Mutex<VecDeque<SourceEvent>>>,
+    wake: Arc<Notify>,
 }
 
 impl KafkaSource {
     /// Joins `group_id` and subscribes to the topic of `options`.
     pub fn new(options: &KafkaOptions, group_id: &str, lag: LagGauge) -> Result<Self, KafkaError> {
         let events = Arc::new(Mutex::new(VecDeque::new()));
+        let wake = Arc::new(Notify::new());
         let context = GroupContext {
             topic: options.topic.clone(),
             events: events.clone(),
+            wake: wake.clone(),
             lag,
         };
         let mut config = options.client_config();
@@ -131,6 +167,7 @@ impl KafkaSource {
             consumer: Arc::new(consumer),
             topic: options.topic.clone(),
             events,
+            wake,
         })
     }
 
@@ -145,11 +182,18 @@ impl MessageSource for KafkaSource {
     }
 
     async fn next(&mut self) -> Result<Option<SourceEvent>, SourceError> {
-        if let Some(event) = self.queued() {
-            return Ok(Some(event));
-        }
         let message = loop {
-            match self.consumer.recv().await {
+            if let Some(event) = self.queued() {
+                return Ok(Some(event));
+            }
+            // Rebalance callbacks run while recv() polls; they wake this wait so that their
+            // event is handed out even when no message follows. Dropping the pending recv()
+            // loses no message.
+            let received = tokio::select! {
+                received = self.consumer.recv() => received,
+                () = self.wake.notified() => continue,
+            };
+            match received {
                 Ok(message) => break message,
                 // librdkafka retries by itself (a topic not created yet, a broker restarting);
                 // report and wait rather than stop the streamer.
@@ -187,6 +231,95 @@ impl MessageSource for KafkaSource {
         tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
             .await
             .map_err(|_| SourceError::Commit(KafkaError::Canceled))?
-            .map_err(SourceError::Commit)
+            .map_err(|error| {
+                if is_commit_refusal(&error) {
+                    SourceError::CommitRefused(error)
+                } else {
+                    SourceError::Commit(error)
+                }
+            })
+    }
+
+    async fn rewind(&mut self, positions: &[(i32, i64)]) -> Result<(), SourceError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        // A message of those partitions held back during a rebalance is from before the seek.
+        if let Ok(mut events) = self.events.lock() {
+            events.retain(|event| {
+                !matches!(event, SourceEvent::Message(m)
+                    if positions.iter().any(|(partition, _)| *partition == m.partition))
+            });
+        }
+        let rewind_error =
+            |partition: i32, offset: i64, error: &dyn std::fmt::Display| SourceError::Rewind {
+                partition,
+                offset,
+                reason: error.to_string(),
+            };
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in positions {
+            list.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| rewind_error(*partition, *offset, &e))?;
+        }
+        let consumer = self.consumer.clone();
+        let (first_partition, first_offset) = positions[0];
+        // With a timeout, librdkafka waits until the fetcher is at the new offset and purges
+        // what it had prefetched, so no message from before the seek is handed out after it.
+        let (sought, assigned) = tokio::task::spawn_blocking(move || {
+            let sought = consumer.seek_partitions(list, SEEK_TIMEOUT);
+            (sought, consumer.assignment())
+        })
+        .await
+        .map_err(|e| rewind_error(first_partition, first_offset, &e))?;
+        let sought = sought.map_err(|e| rewind_error(first_partition, first_offset, &e))?;
+        let assigned = assigned.map_err(|e| rewind_error(first_partition, first_offset, &e))?;
+        for element in sought.elements_for_topic(&self.topic) {
+            let (partition, offset) = (element.partition(), element.offset().to_raw());
+            let Err(error) = element.error() else {
+                continue;
+            };
+            let offset = offset.unwrap_or_default();
+            if assigned.find_partition(&self.topic, partition).is_some() {
+                // Still ours, and it would go on after the batch that was not stored.
+                return Err(rewind_error(partition, offset, &error));
+            }
+            tracing::info!(
+                partition,
+                offset,
+                %error,
+                "not reading the partition again: it is no longer assigned to this member, its new owner reads it from the committed offset"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_refused_for_lost_or_moving_partitions_is_a_refusal_not_a_failure() {
+        for code in [
+            RDKafkaErrorCode::RebalanceInProgress,
+            RDKafkaErrorCode::IllegalGeneration,
+            RDKafkaErrorCode::UnknownMemberId,
+            RDKafkaErrorCode::FencedInstanceId,
+            RDKafkaErrorCode::AssignmentLost,
+        ] {
+            assert!(
+                is_commit_refusal(&KafkaError::ConsumerCommit(code)),
+                "{code:?}"
+            );
+        }
+        // A broker that cannot be reached is worth retrying: that is a failure.
+        for error in [
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::BrokerTransportFailure),
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::WaitingForCoordinator),
+            KafkaError::Canceled,
+        ] {
+            assert!(!is_commit_refusal(&error), "{error}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-pub mod manifest_outage;
+pub mod log_source;
+pub mod outage;
 
 /// Reads a variable of the test environment's env file, failing loudly when it is missing so
 /// that a test can never pass without the service it is meant to exercise.

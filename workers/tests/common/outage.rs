@@ -1,0 +1,141 @@
+//! An object store that stops storing: what a streamer killed at some write leaves behind.
+//! It refuses either the manifests of every batch but each partition's first (killed
+//! between a batch's objects and its manifests), or every put from the n-th on (killed at
+//! any write: a batch record, an object or a manifest).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fintech_workers::bronze::layout::BatchRange;
+
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// Which puts an outage refuses.
+#[derive(Debug)]
+enum Refuse {
+    /// Manifests of a range that starts after offset 0.
+    ManifestsBeyondFirstBatch,
+    /// Every put from the `first`-th on (1-based), counting puts in `seen`.
+    PutsFrom { first: usize, seen: AtomicUsize },
+}
+
+/// Passes everything through to `inner` except the puts its rule refuses.
+#[derive(Debug)]
+pub struct StoreOutage {
+    inner: Arc<dyn ObjectStore>,
+    refuse: Refuse,
+}
+
+impl StoreOutage {
+    /// A store in front of `inner` that publishes only each partition's first batch.
+    pub fn beyond_first_batch(inner: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            inner,
+            refuse: Refuse::ManifestsBeyondFirstBatch,
+        }
+    }
+
+    /// A store in front of `inner` that refuses its `first`-th put (1-based) and every put
+    /// after it.
+    pub fn from_put(inner: Arc<dyn ObjectStore>, first: usize) -> Self {
+        Self {
+            inner,
+            refuse: Refuse::PutsFrom {
+                first,
+                seen: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    /// Puts seen so far (for [`StoreOutage::from_put`]).
+    pub fn puts(&self) -> usize {
+        match &self.refuse {
+            Refuse::PutsFrom { seen, .. } => seen.load(Ordering::SeqCst),
+            Refuse::ManifestsBeyondFirstBatch => 0,
+        }
+    }
+
+    fn refuses(&self, location: &Path) -> bool {
+        match &self.refuse {
+            Refuse::ManifestsBeyondFirstBatch => {
+                let in_manifests = location.parts().any(|part| part.as_ref() == "_manifests");
+                let range = location
+                    .filename()
+                    .and_then(|name| name.strip_suffix(".json"))
+                    .and_then(|stem| BatchRange::parse_file_name(&format!("{stem}.parquet")));
+                in_manifests && range.is_some_and(|range| range.first_offset > 0)
+            }
+            Refuse::PutsFrom { first, seen } => seen.fetch_add(1, Ordering::SeqCst) + 1 >= *first,
+        }
+    }
+}
+
+impl fmt::Display for StoreOutage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreOutage({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for StoreOutage {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if self.refuses(location) {
+            return Err(object_store::Error::Generic {
+                store: "StoreOutage",
+                source: format!("refusing to store {location}").into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
