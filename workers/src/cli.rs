@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bronze::Lake;
 use crate::faults::FaultRates;
-use crate::harness::Harness;
+use crate::harness::{BeatingSource, Harness};
 use crate::kafka::KafkaSource;
 use crate::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
 use crate::loader::rows::EventTimeBounds;
@@ -146,6 +146,15 @@ pub struct ProduceArgs {
     /// How long the final flush may wait for outstanding deliveries.
     #[arg(long, env = "FINTECH_FLUSH_TIMEOUT_SECS", default_value_t = 60)]
     flush_timeout_secs: u64,
+
+    /// Seconds the producer may go without handing a message to Kafka before `/healthz`
+    /// answers 503 (and the kubelet restarts the pod). The longest legitimate wait is for
+    /// room in librdkafka's queue while Kafka is away: it frees up as messages are delivered
+    /// or expire after `delivery.timeout.ms` (300 s); the default is twice that. Raised to
+    /// twice the gap between two messages at --rate and to --flush-timeout-secs when those
+    /// are longer.
+    #[arg(long, env = "FINTECH_PRODUCE_STALL_LIMIT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_limit_secs: u64,
 }
 
 /// Flags of `fintech stream`.
@@ -184,6 +193,15 @@ pub struct StreamArgs {
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+
+    /// Seconds the streamer's loop may go without asking Kafka for the next message before
+    /// `/healthz` answers 503 (and the kubelet restarts the pod). It asks after every message
+    /// and keeps asking while the topic is empty, so the longest legitimate step is closing a
+    /// batch: encoding it (seconds), storing it (each object-store request retried for up to
+    /// about 3 minutes) and committing it (up to 5 attempts). The default, 600 s, is above
+    /// that; a store or broker away for longer makes the streamer exit with an error anyway.
+    #[arg(long, env = "FINTECH_STREAM_STALL_LIMIT_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_limit_secs: u64,
 }
 
 /// Flags of `fintech load`.
@@ -237,6 +255,15 @@ pub struct LoadArgs {
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long, env = "FINTECH_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+
+    /// Seconds one load run may take before `/healthz` answers 503 (and the kubelet restarts
+    /// the pod); the pause between runs and waiting for PostgreSQL at start count as
+    /// progress. A run takes seconds, a catch-up run of --max-files-per-run files minutes,
+    /// and it may first wait up to --database-lock-timeout-secs (10 min) for another's lock.
+    /// A run cut short starts over from nothing, so the default is generous: 3600 s, the age
+    /// at which `metadata.load_health` calls a run still `RUNNING` `stalled`.
+    #[arg(long, env = "FINTECH_LOAD_STALL_LIMIT_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_limit_secs: u64,
 }
 
 /// Flags of `fintech redrive`.
@@ -424,7 +451,11 @@ impl ProduceArgs {
 async fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let lake = Lake::open(&args.storage)?;
     let metrics = StreamerMetrics::default();
-    let harness = Harness::start(args.metrics_addr, |registry| metrics.register(registry)).await?;
+    let stall_limit = Duration::from_secs(args.stall_limit_secs);
+    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
     let source =
         KafkaSource::new(&args.kafka, &args.group_id, metrics.lag.clone()).with_context(|| {
             format!(
@@ -440,6 +471,9 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
     };
     tracing::info!(topic = %args.kafka.topic, group = %args.group_id, lake = %args.storage.lake_url, "streaming");
     harness.ready();
+    // The loop asks its source for the next message once per iteration: those asks, and the
+    // waits for a message, are its heartbeat.
+    let source = BeatingSource::new(source, harness.heartbeat());
     let outcome = Streamer::new(source, lake, policy, metrics)
         .run(harness.cancel().clone())
         .await;
@@ -466,7 +500,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     // A replay is a one-off command, often run beside the loader (`kubectl exec` into its
     // pod), whose metrics address the loader holds already.
     let metrics_addr = args.metrics_addr.filter(|_| replay_range.is_none());
-    let harness = Harness::start(metrics_addr, |registry| metrics.register(registry)).await?;
+    let stall_limit = Duration::from_secs(args.stall_limit_secs);
+    let harness = Harness::start_with_stall_limit(metrics_addr, stall_limit, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
+    let heartbeat = harness.heartbeat();
     let schedule = if args.once || replay_range.is_some() {
         Schedule::Once
     } else {
@@ -475,11 +514,11 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     // PostgreSQL being down at start is waited out, not a crash loop; a one-off run gives up.
     let give_up_after =
         (schedule == Schedule::Once).then(|| Duration::from_secs(args.connect_timeout_secs));
-    let pool = match args
+    // Retrying until PostgreSQL answers is progress: `/readyz` tells it is not there yet.
+    let connecting = args
         .warehouse
-        .connect_and_migrate_patiently(give_up_after, harness.cancel())
-        .await
-    {
+        .connect_and_migrate_patiently(give_up_after, harness.cancel());
+    let pool = match heartbeat.beat_while(connecting).await {
         Ok(Some(pool)) => pool,
         Ok(None) => return harness.finish(Ok(())).await,
         Err(error) => {
@@ -500,7 +539,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let outcome = match replay_range {
         Some((from, to)) => replay(&loader, from, to).await,
         None => loader
-            .serve(schedule, harness.cancel())
+            .serve_with_heartbeat(schedule, harness.cancel(), &heartbeat)
             .await
             .map_err(anyhow::Error::from),
     };
@@ -679,7 +718,17 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let metrics = ProducerMetrics::default();
     // Open the Kaggle file and check every setting before touching Kafka.
     let mut stream = EventStream::new(&args.stream_config(), metrics.clone())?;
-    let harness = Harness::start(args.metrics_addr, |registry| metrics.register(registry)).await?;
+    // Neither the pace of --rate nor the final flush is a stall.
+    let pace = args.rate.map_or(Duration::ZERO, |rate| {
+        Duration::try_from_secs_f64(2.0 / rate).unwrap_or(Duration::MAX)
+    });
+    let stall_limit = Duration::from_secs(args.stall_limit_secs)
+        .max(Duration::from_secs(args.flush_timeout_secs))
+        .max(pace);
+    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, |registry| {
+        metrics.register(registry)
+    })
+    .await?;
 
     let state = kafka::ensure_topic(&args.kafka, &args.topic)
         .await
@@ -703,7 +752,11 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         count: args.count,
         rate: args.rate,
     };
-    let progress = telemetry::progress_bar(args.count, "produce");
+    // Every message handed to Kafka moves the progress bar and beats the heartbeat.
+    let progress = (
+        telemetry::progress_bar(args.count, "produce"),
+        harness.heartbeat(),
+    );
     let outcome = producer::run(&mut stream, &mut sink, limits, harness.cancel(), &progress).await;
     let summary = harness.finish(outcome).await?;
     tracing::info!(

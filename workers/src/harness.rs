@@ -4,15 +4,25 @@
 //! `/healthz` and `/readyz` when asked to, report ready once the stage can work) and ends the
 //! same way (stop the status server, then exit with the stage's outcome). [`Harness`] does
 //! both, so a stage only implements its own `run(cancel)`.
+//!
+//! Liveness: a stage started with [`Harness::start_with_stall_limit`] beats the
+//! [`Harness::heartbeat`] at least once per iteration of its loop, and `/healthz` answers 503
+//! once the last beat is older than the stall limit, so that the kubelet restarts a loop that
+//! is stuck (a hung call, a deadlock) rather than one that merely answers HTTP.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use fintech_status_server::Heartbeat;
 use fintech_status_server::Readiness;
+
+use crate::source::{MessageSource, SourceError, SourceEvent};
 
 /// Why a worker process could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,19 +41,40 @@ pub enum HarnessError {
     },
 }
 
-/// A running worker process: its shutdown token, its readiness and its status server.
+/// A running worker process: its shutdown token, its readiness, its heartbeat and its status
+/// server.
 pub struct Harness {
     cancel: CancellationToken,
     readiness: Readiness,
+    heartbeat: Heartbeat,
     server: Option<JoinHandle<()>>,
 }
 
 impl Harness {
     /// Installs the signal handlers and, when `metrics_addr` is given, serves the metrics
     /// `register` adds with the health and readiness endpoints. The process is not ready
-    /// until [`Harness::ready`].
+    /// until [`Harness::ready`]. `/healthz` answers 200 as long as the server answers.
     pub async fn start(
         metrics_addr: Option<SocketAddr>,
+        register: impl FnOnce(&mut Registry),
+    ) -> Result<Self, HarnessError> {
+        Self::start_with_heartbeat(metrics_addr, Heartbeat::default(), register).await
+    }
+
+    /// [`Harness::start`] for a stage whose loop beats [`Harness::heartbeat`]: `/healthz`
+    /// answers 503 once the last beat is older than `stall_limit`. The clock starts now, so
+    /// the stage's start-up counts until its first beat.
+    pub async fn start_with_stall_limit(
+        metrics_addr: Option<SocketAddr>,
+        stall_limit: Duration,
+        register: impl FnOnce(&mut Registry),
+    ) -> Result<Self, HarnessError> {
+        Self::start_with_heartbeat(metrics_addr, Heartbeat::new(stall_limit), register).await
+    }
+
+    async fn start_with_heartbeat(
+        metrics_addr: Option<SocketAddr>,
+        heartbeat: Heartbeat,
         register: impl FnOnce(&mut Registry),
     ) -> Result<Self, HarnessError> {
         let cancel = on_signal().map_err(HarnessError::Signals)?;
@@ -53,10 +84,11 @@ impl Harness {
             Some(address) => {
                 let mut registry = Registry::default();
                 register(&mut registry);
-                let server = fintech_status_server::serve(
+                let server = fintech_status_server::serve_with_heartbeat(
                     address,
                     registry,
                     readiness.clone(),
+                    heartbeat.clone(),
                     cancel.clone(),
                 )
                 .await
@@ -67,6 +99,7 @@ impl Harness {
         Ok(Self {
             cancel,
             readiness,
+            heartbeat,
             server,
         })
     }
@@ -81,6 +114,11 @@ impl Harness {
         self.readiness.set(true);
     }
 
+    /// The heartbeat `/healthz` watches, for the stage's loop to beat.
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.heartbeat.clone()
+    }
+
     /// Stops the status server and returns the stage's `outcome`, so that a scrape during
     /// the stage's last moments still answers.
     pub async fn finish<T>(self, outcome: T) -> T {
@@ -90,6 +128,85 @@ impl Harness {
             let _ = server.await;
         }
         outcome
+    }
+}
+
+/// What a stage's loop reports per unit of work done: a terminal progress bar, a heartbeat,
+/// or both as a pair.
+pub trait Progress {
+    /// `n` more units are done.
+    fn advance(&self, n: u64);
+    /// The work is over.
+    fn finish(&self);
+}
+
+impl Progress for indicatif::ProgressBar {
+    fn advance(&self, n: u64) {
+        self.inc(n);
+    }
+
+    fn finish(&self) {
+        self.finish_and_clear();
+    }
+}
+
+impl Progress for Heartbeat {
+    fn advance(&self, _: u64) {
+        self.beat();
+    }
+
+    fn finish(&self) {}
+}
+
+impl<A: Progress, B: Progress> Progress for (A, B) {
+    fn advance(&self, n: u64) {
+        self.0.advance(n);
+        self.1.advance(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish();
+        self.1.finish();
+    }
+}
+
+/// A [`MessageSource`] that beats a heartbeat whenever its reader asks for the next event and
+/// while it waits for one (an empty topic is not a stall). The streamer asks once per
+/// iteration of its loop, so a loop stuck elsewhere (storing a batch, committing) stops the
+/// beats.
+pub struct BeatingSource<S> {
+    inner: S,
+    heartbeat: Heartbeat,
+}
+
+impl<S> BeatingSource<S> {
+    /// `inner`, beating `heartbeat`.
+    pub fn new(inner: S, heartbeat: Heartbeat) -> Self {
+        Self { inner, heartbeat }
+    }
+}
+
+impl<S: MessageSource + Send> MessageSource for BeatingSource<S> {
+    fn topic(&self) -> &str {
+        self.inner.topic()
+    }
+
+    fn next(&mut self) -> impl Future<Output = Result<Option<SourceEvent>, SourceError>> + Send {
+        self.heartbeat.beat_while(self.inner.next())
+    }
+
+    fn commit(
+        &mut self,
+        positions: &[(i32, i64)],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        self.inner.commit(positions)
+    }
+
+    fn rewind(
+        &mut self,
+        positions: &[(i32, i64)],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        self.inner.rewind(positions)
     }
 }
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::EventClock;
 use crate::event::PaymentEvent;
 use crate::faults::{Fault, FaultInjector, FaultRates};
+use crate::harness::Progress;
 use crate::kaggle::{self, KaggleReader};
 use crate::settlement::SettlementSchedule;
 use crate::sink::{DeliveryReport, EventSink, Message, SinkError};
@@ -384,13 +385,14 @@ pub struct ProduceSummary {
 
 /// Runs `stream` into `sink` until `limits.count` messages are sent or `cancel` fires, then
 /// flushes the sink. Every message is either acknowledged or counted as failed in the
-/// summary; none is dropped silently.
+/// summary; none is dropped silently. Each message handed to the sink advances `progress`
+/// (a progress bar, a liveness heartbeat, or both).
 pub async fn run<S: EventSink>(
     stream: &mut EventStream,
     sink: &mut S,
     limits: RunLimits,
     cancel: &CancellationToken,
-    progress: &indicatif::ProgressBar,
+    progress: &impl Progress,
 ) -> Result<ProduceSummary, ProduceError> {
     let started = Instant::now();
     let mut sent: u64 = 0;
@@ -414,7 +416,7 @@ pub async fn run<S: EventSink>(
             () = cancel.cancelled() => break,
         }
         sent += 1;
-        progress.inc(1);
+        progress.advance(1);
         if last_report.elapsed() > Duration::from_secs(1) {
             last_report = Instant::now();
             // Deliveries so far, so that dashboards move during a long run.
@@ -423,7 +425,7 @@ pub async fn run<S: EventSink>(
     }
     let report = sink.flush().await?;
     stream.metrics.delivery_report(&report);
-    progress.finish_and_clear();
+    progress.finish();
     Ok(ProduceSummary {
         sent,
         report,

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Loader, RunReport, UnauditedFailure};
+use crate::harness::Heartbeat;
 
 /// When the loader runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,21 @@ impl Loader {
         schedule: Schedule,
         cancel: &CancellationToken,
     ) -> Result<(), RunFailed> {
+        self.serve_with_heartbeat(schedule, cancel, &Heartbeat::default())
+            .await
+    }
+
+    /// [`Loader::serve`], beating `heartbeat` before each run and throughout the pause after
+    /// it: the pause is progress, a run that never ends is not.
+    pub async fn serve_with_heartbeat(
+        &self,
+        schedule: Schedule,
+        cancel: &CancellationToken,
+        heartbeat: &Heartbeat,
+    ) -> Result<(), RunFailed> {
         let mut unaudited: Vec<UnauditedFailure> = Vec::new();
         loop {
+            heartbeat.beat();
             if !unaudited.is_empty() && self.audit_unreachable(&unaudited).await.is_ok() {
                 unaudited.clear();
             }
@@ -78,7 +92,7 @@ impl Loader {
                 unaudited.push(failure);
             }
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                () = heartbeat.beat_while(tokio::time::sleep(interval)) => {}
                 () = cancel.cancelled() => return Ok(()),
             }
         }
