@@ -24,78 +24,11 @@ use fintech_workers::bronze::lake::{Lake, LakeError, RecordVersion};
 use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::faults::{FaultInjector, FaultRates};
 use fintech_workers::source::{CommittedPositions, MessageSource, SourceError, SourceEvent};
-use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{BatchPolicy, StreamSummary, Streamer, StreamerMetrics};
 use fintech_workers::synthetic::SyntheticGenerator;
 use futures::TryStreamExt;
-use object_store::path::Path;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio_util::sync::CancellationToken;
-
-/// A lake, and the folder that must outlive it when it is a local one.
-struct Store {
-    lake: Lake,
-    _folder: Option<tempfile::TempDir>,
-}
-
-fn in_memory() -> Store {
-    Store {
-        lake: Lake::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            Path::from("lake"),
-        ),
-        _folder: None,
-    }
-}
-
-fn local_folder() -> Store {
-    let folder = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&StorageOptions::local(folder.path()).unwrap()).unwrap();
-    Store {
-        lake,
-        _folder: Some(folder),
-    }
-}
-
-fn minio() -> Store {
-    Store {
-        lake: Lake::open(&common::test_lake("fencing")).unwrap(),
-        _folder: None,
-    }
-}
-
-/// Runs each named guarantee on each store; MinIO's need the test environment. Several
-/// threads, so that racing writers really race.
-macro_rules! on_every_store {
-    ($($guarantee:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $guarantee() {
-                    super::$guarantee(&super::in_memory().lake).await;
-                }
-            )*
-        }
-        mod local_folder {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $guarantee() {
-                    let store = super::local_folder();
-                    super::$guarantee(&store.lake).await;
-                }
-            )*
-        }
-        mod minio {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = "needs the test environment: scripts/test.sh"]
-                async fn $guarantee() {
-                    super::$guarantee(&super::minio().lake).await;
-                }
-            )*
-        }
-    };
-}
 
 on_every_store!(
     a_writer_holding_a_stale_version_is_refused,
@@ -476,7 +409,7 @@ impl MessageSource for RefusingOnce {
 
 #[tokio::test]
 async fn a_refused_commit_is_not_a_success_and_the_batch_is_replayed_into_the_same_keys() {
-    let store = in_memory();
+    let store = common::stores::in_memory();
     let log = Log::new(1);
     append(&log, 0, 100);
     log.close();

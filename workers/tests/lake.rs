@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use chrono::NaiveDate;
 use fintech_workers::bronze::BatchRecord;
 use fintech_workers::bronze::lake::{Lake, LakeError, Publication, RecordVersion, VersionedRecord};
@@ -16,74 +14,9 @@ use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::writer::{self, DaySplit};
 use fintech_workers::faults::{FaultInjector, FaultRates};
 use fintech_workers::source::SourceMessage;
-use fintech_workers::storage::StorageOptions;
 use fintech_workers::synthetic::SyntheticGenerator;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
-
-/// A lake, and the folder that must outlive it when it is a local one.
-struct Store {
-    lake: Lake,
-    _folder: Option<tempfile::TempDir>,
-}
-
-fn in_memory() -> Store {
-    Store {
-        lake: Lake::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            Path::from("lake"),
-        ),
-        _folder: None,
-    }
-}
-
-fn local_folder() -> Store {
-    let folder = tempfile::tempdir().unwrap();
-    let lake = Lake::open(&StorageOptions::local(folder.path()).unwrap()).unwrap();
-    Store {
-        lake,
-        _folder: Some(folder),
-    }
-}
-
-fn minio() -> Store {
-    Store {
-        lake: Lake::open(&common::test_lake("lake-conformance")).unwrap(),
-        _folder: None,
-    }
-}
-
-/// Runs each named guarantee on each store; MinIO's need the test environment.
-macro_rules! on_every_store {
-    ($($guarantee:ident),* $(,)?) => {
-        mod in_memory {
-            $(
-                #[tokio::test]
-                async fn $guarantee() {
-                    super::$guarantee(&super::in_memory().lake).await;
-                }
-            )*
-        }
-        mod local_folder {
-            $(
-                #[tokio::test]
-                async fn $guarantee() {
-                    let store = super::local_folder();
-                    super::$guarantee(&store.lake).await;
-                }
-            )*
-        }
-        mod minio {
-            $(
-                #[tokio::test]
-                #[ignore = "needs the test environment: scripts/test.sh"]
-                async fn $guarantee() {
-                    super::$guarantee(&super::minio().lake).await;
-                }
-            )*
-        }
-    };
-}
 
 on_every_store!(
     an_object_is_created_once_and_never_replaced,

@@ -23,12 +23,6 @@ use fintech_workers::storage::StorageOptions;
 use fintech_workers::streamer::{
     BatchPolicy, StreamError, StreamSummary, Streamer, StreamerMetrics,
 };
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 3;
@@ -432,79 +426,6 @@ async fn a_streamer_started_before_kafka_is_reachable_streams_everything_once_it
     assert_lake_holds(&lake, good, total).await;
 }
 
-/// An object store that holds every write of a batch record (under `_streamer/`) until it is
-/// opened: a streamer that reaches one is stuck there, like a process stopped mid-batch.
-#[derive(Debug)]
-struct RecordGate {
-    inner: Arc<dyn ObjectStore>,
-    open: tokio::sync::watch::Receiver<bool>,
-    /// Writes that reached the gate.
-    held: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl std::fmt::Display for RecordGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RecordGate({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for RecordGate {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        if location.parts().any(|part| part.as_ref() == "_streamer") {
-            self.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut open = self.open.clone();
-            let _ = open.wait_for(|open| *open).await;
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs the test environment: scripts/test.sh"]
 async fn a_zombie_streamer_writes_nothing_once_its_partitions_moved() {
@@ -521,11 +442,7 @@ async fn a_zombie_streamer_writes_nothing_once_its_partitions_moved() {
     let (open_gate, gate) = tokio::sync::watch::channel(false);
     let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (store, root) = lake.open().unwrap();
-    let gated = RecordGate {
-        inner: store,
-        open: gate,
-        held: held.clone(),
-    };
+    let gated = StoreOutage::holding_batch_records(store, gate, held.clone());
     let mut options = kafka(&bootstrap, &topic);
     options.properties = vec![
         ("session.timeout.ms".to_owned(), "6000".to_owned()),

@@ -110,6 +110,21 @@ const FIXTURE: [Event; 6] = [
     ),
 ];
 
+/// The settlement of T3, two days after its payment.
+const T3_SETTLED: Event = (
+    "T3",
+    "SUCCESS",
+    "2026-11-04 01:00:00+00",
+    "C1",
+    "M1",
+    "500.00",
+    "INR",
+    "UPI",
+    "Mumbai",
+    "Maharashtra",
+    true,
+);
+
 async fn insert(pool: &PgPool, event: &Event) {
     let (txn, status, time, customer, merchant, amount, currency, method, city, state, fraud) =
         *event;
@@ -236,23 +251,7 @@ async fn every_mart_matches_figures_computed_by_hand(options: WarehouseOptions) 
 /// The settlement of T3 arrives two days later: the incremental run merges it.
 async fn an_incremental_run_merges_a_settlement_inside_the_window(options: WarehouseOptions) {
     let (pool, project) = built(options).await;
-    insert(
-        &pool,
-        &(
-            "T3",
-            "SUCCESS",
-            "2026-11-04 01:00:00+00",
-            "C1",
-            "M1",
-            "500.00",
-            "INR",
-            "UPI",
-            "Mumbai",
-            "Maharashtra",
-            true,
-        ),
-    )
-    .await;
+    insert(&pool, &T3_SETTLED).await;
     let second = run(&pool, &project, false).await;
     assert!(!second.failed(), "{}", second.failures());
     assert_eq!(fact_status(&pool, "T3").await, "SUCCESS");
@@ -362,23 +361,7 @@ async fn a_fact_whose_columns_changed_is_rebuilt_once(options: WarehouseOptions)
 
 async fn a_rerun_changes_nothing_and_every_step_is_recorded(options: WarehouseOptions) {
     let (pool, project) = built(options).await;
-    insert(
-        &pool,
-        &(
-            "T3",
-            "SUCCESS",
-            "2026-11-04 01:00:00+00",
-            "C1",
-            "M1",
-            "500.00",
-            "INR",
-            "UPI",
-            "Mumbai",
-            "Maharashtra",
-            true,
-        ),
-    )
-    .await;
+    insert(&pool, &T3_SETTLED).await;
     assert!(!run(&pool, &project, false).await.failed());
     let before = summary(&pool).await;
     let again = run(&pool, &project, false).await;

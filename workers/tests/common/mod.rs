@@ -4,6 +4,7 @@
 
 pub mod log_source;
 pub mod outage;
+pub mod stores;
 
 /// Reads a variable of the test environment's env file, failing loudly when it is missing so
 /// that a test can never pass without the service it is meant to exercise.

@@ -1,7 +1,8 @@
-//! An object store that stops storing: what a streamer killed at some write leaves behind.
-//! It refuses either the manifests of every batch but each partition's first (killed
-//! between a batch's objects and its manifests), or every put from the n-th on (killed at
-//! any write: a batch record, an object or a manifest).
+//! An object store that stops storing: what a streamer killed or stopped at some write
+//! leaves behind. It refuses either the manifests of every batch but each partition's first
+//! (killed between a batch's objects and its manifests), or every put from the n-th on
+//! (killed at any write: a batch record, an object or a manifest); or it holds every batch
+//! record write until it is let through (a streamer stopped mid-batch, a zombie to be).
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +24,12 @@ enum Refuse {
     ManifestsBeyondFirstBatch,
     /// Every put from the `first`-th on (1-based), counting puts in `seen`.
     PutsFrom { first: usize, seen: AtomicUsize },
+    /// Nothing, but batch records (under `_streamer/`) wait until `open` turns true; `held`
+    /// counts the writes that reached the gate.
+    HoldRecords {
+        open: tokio::sync::watch::Receiver<bool>,
+        held: Arc<AtomicUsize>,
+    },
 }
 
 /// Passes everything through to `inner` except the puts its rule refuses.
@@ -53,11 +60,24 @@ impl StoreOutage {
         }
     }
 
+    /// A store in front of `inner` that holds every batch record write until `open` turns
+    /// true; `held` counts the writes that reached it.
+    pub fn holding_batch_records(
+        inner: Arc<dyn ObjectStore>,
+        open: tokio::sync::watch::Receiver<bool>,
+        held: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            inner,
+            refuse: Refuse::HoldRecords { open, held },
+        }
+    }
+
     /// Puts seen so far (for [`StoreOutage::from_put`]).
     pub fn puts(&self) -> usize {
         match &self.refuse {
             Refuse::PutsFrom { seen, .. } => seen.load(Ordering::SeqCst),
-            Refuse::ManifestsBeyondFirstBatch => 0,
+            Refuse::ManifestsBeyondFirstBatch | Refuse::HoldRecords { .. } => 0,
         }
     }
 
@@ -72,6 +92,18 @@ impl StoreOutage {
                 in_manifests && range.is_some_and(|range| range.first_offset > 0)
             }
             Refuse::PutsFrom { first, seen } => seen.fetch_add(1, Ordering::SeqCst) + 1 >= *first,
+            Refuse::HoldRecords { .. } => false,
+        }
+    }
+
+    /// Waits at the gate when this is a held batch record write.
+    async fn hold(&self, location: &Path) {
+        if let Refuse::HoldRecords { open, held } = &self.refuse
+            && location.parts().any(|part| part.as_ref() == "_streamer")
+        {
+            held.fetch_add(1, Ordering::SeqCst);
+            let mut open = open.clone();
+            let _ = open.wait_for(|open| *open).await;
         }
     }
 }
@@ -90,6 +122,7 @@ impl ObjectStore for StoreOutage {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.hold(location).await;
         if self.refuses(location) {
             return Err(object_store::Error::Generic {
                 store: "StoreOutage",
