@@ -266,3 +266,81 @@ async fn a_loader_killed_at_random_moments_loses_and_duplicates_nothing() {
     assert_exactly_once(&pool, &lake, i64::from(kills as u8), "after the kills").await;
     pool.close().await;
 }
+
+/// Gold as text, table by table, for comparing two states.
+async fn gold(pool: &PgPool) -> Vec<String> {
+    let mut tables = Vec::new();
+    for (table, key) in [
+        ("marts.fact_transactions", "transaction_id"),
+        (
+            "marts.daily_revenue_summary",
+            "payment_date, payment_method",
+        ),
+        ("marts.dim_customers", "customer_id"),
+        ("marts.dim_merchants", "merchant_id"),
+    ] {
+        let rows: String = sqlx::query_scalar(&format!(
+            "select coalesce(string_agg(t::text, E'\\n' order by {key}), '') from {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        tables.push(format!("{table}\n{rows}"));
+    }
+    tables
+}
+
+/// `fintech transform` killed with SIGKILL at random moments, on a silver that grows between
+/// the kills, then run to the end: gold is what a full refresh builds from the same silver.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_transform_killed_at_random_moments_leaves_gold_as_a_full_refresh_builds_it() {
+    use rand::{RngExt, SeedableRng};
+    let url = common::fresh_database(&common::testenv_var("DATABASE_URL")).await;
+    let pool = WarehouseOptions::url(&url, 2)
+        .connect_and_migrate()
+        .await
+        .unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    let positions = CommittedPositions::default();
+    let loader = Loader::new(
+        pool.clone(),
+        Lake::open(&lake).unwrap(),
+        LoaderConfig::default(),
+        LoaderMetrics::default(),
+    );
+    let transform = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+            .args(["transform", "--log-format", "text", "--database-url", &url])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for seed in 0..5 {
+        fill(&lake, &positions, 200 + seed, 3_000).await;
+        loader.run_once().await.unwrap();
+        let mut child = transform(&[]);
+        let after = std::time::Duration::from_millis(rng.random_range(100..2_000));
+        tokio::time::sleep(after).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let finished = transform(&[]).wait_with_output().unwrap();
+    assert!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let incremental = gold(&pool).await;
+    let refreshed = transform(&["--full-refresh"]).wait_with_output().unwrap();
+    assert!(refreshed.status.success());
+    assert!(
+        gold(&pool).await == incremental,
+        "gold after the kills differs from a full refresh of the same silver"
+    );
+    pool.close().await;
+}

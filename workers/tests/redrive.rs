@@ -184,3 +184,50 @@ fn a_redrive_with_reversed_days_is_refused() {
         "{message}"
     );
 }
+
+/// A redrive stopped at each of its writes (each new bronze file, each manifest), then run
+/// again: every redriven event is in bronze exactly once.
+#[tokio::test]
+async fn a_redrive_stopped_at_any_write_stores_each_event_once() {
+    use common::outage::StoreOutage;
+    use fintech_workers::redrive::{self, RedriveOptions};
+    use std::sync::Arc;
+
+    let options = RedriveOptions {
+        from: NaiveDate::from_ymd_opt(2026, 10, 31).unwrap(),
+        to: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        topic: "transactions".to_owned(),
+        max_message_bytes: 1 << 20,
+        dry_run: false,
+    };
+    let lake_with = |lake: &StorageOptions, first: usize| {
+        let (store, root) = lake.open().unwrap();
+        let outage = Arc::new(StoreOutage::from_put(store, first));
+        (Lake::new(outage.clone(), root), outage)
+    };
+    // A clean redrive, to count the writes there are to stop at.
+    let folder = tempfile::tempdir().unwrap();
+    let lake = StorageOptions::local(folder.path()).unwrap();
+    dead_letters(&lake).await;
+    let (counting, outage) = lake_with(&lake, usize::MAX);
+    redrive::redrive(&counting, &options).await.unwrap();
+    let writes = outage.puts();
+    assert!(writes >= 4, "{writes} writes");
+
+    for first in 1..=writes {
+        let folder = tempfile::tempdir().unwrap();
+        let lake = StorageOptions::local(folder.path()).unwrap();
+        dead_letters(&lake).await;
+        let (stopped, _) = lake_with(&lake, first);
+        assert!(
+            redrive::redrive(&stopped, &options).await.is_err(),
+            "write {first}"
+        );
+        let report = redrive::redrive(&Lake::open(&lake).unwrap(), &options)
+            .await
+            .unwrap();
+        assert_eq!(report.redriven, 2 * GOOD as u64, "write {first}");
+        let rows = common::stored_offsets(&lake, layout::TRANSACTIONS_PREFIX).await;
+        common::assert_each_once(rows, 2 * GOOD);
+    }
+}
