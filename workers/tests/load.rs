@@ -136,6 +136,50 @@ on_every_warehouse!(a_run_accounts_for_every_row_in_the_audit_and_quality_tables
 on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
 on_every_warehouse!(an_unreadable_bronze_file_is_set_aside_and_the_others_load);
+on_every_warehouse!(an_unreachable_object_store_fails_the_run_and_the_next_one_loads);
+
+/// The object store cannot be reached while a run reads bronze: that is no bad file to set
+/// aside but an outage. The run fails, audited and rolled back, and the next run, once the
+/// store answers, loads everything.
+async fn an_unreachable_object_store_fails_the_run_and_the_next_one_loads(
+    options: WarehouseOptions,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, _, expected) = filled_lake(1_000).await;
+    let (store, root) = lake.open().unwrap();
+    let down = Arc::new(AtomicBool::new(true));
+    let outage = common::outage::StoreOutage::bronze_reads_while(store, down.clone());
+    let loader = Loader::new(
+        pool.clone(),
+        Lake::new(Arc::new(outage), root),
+        LoaderConfig::default(),
+        LoaderMetrics::default(),
+    );
+    let failed = loader.run_once().await.unwrap();
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("connection refused"),
+        "{failed:?}"
+    );
+    assert_eq!((failed.files_quarantined, failed.rows_loaded), (0, 0));
+    assert_eq!(health(&pool, &failed).await, "explicit_failure");
+    assert_eq!(
+        scalar(&pool, "select count(*) from raw.transactions").await,
+        0
+    );
+
+    down.store(false, Ordering::SeqCst);
+    let next = loader.run_once().await.unwrap();
+    assert_eq!(next.status, RunStatus::Success, "{:?}", next.error);
+    assert_eq!(next.rows_loaded, expected.loaded);
+    pool.close().await;
+}
 on_every_warehouse!(a_run_whose_files_hold_nothing_new_is_a_silent_failure);
 on_every_warehouse!(a_replayed_date_range_restores_lost_rows_once);
 on_every_warehouse!(the_declared_columns_are_those_of_raw_transactions);
@@ -669,6 +713,75 @@ async fn replay_loaded_file(store: &dyn ObjectStore, root: &Path) -> String {
     let bytes = store.get(original).await.unwrap().bytes().await.unwrap();
     put_batch(store, root, 98, PutPayload::from(bytes)).await;
     original.to_string()
+}
+
+/// SIGTERM while `fintech load` serves: it finishes its run, exits 0, and leaves no audit row
+/// unfinished.
+#[tokio::test]
+async fn the_loader_exits_cleanly_on_sigterm_with_every_run_audited() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("warehouse");
+    let warehouse = EmbeddedWarehouse::start(&data).unwrap();
+    let options = warehouse.options();
+    let lake = StorageOptions::local(&folder.path().join("lake")).unwrap();
+    fill_lake(&lake, &CommittedPositions::default(), 5, 2_000).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["load", "--log-format", "text", "--interval-secs", "1"])
+        .args(["--max-files-per-run", "2", "--pool-size", "1"])
+        .args(["--database-url", &options.database_url])
+        .args(["--lake-url", &lake.lake_url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its log, line by line, until it has finished a run.
+    let (lines, log) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|line: &String| line.contains("load run finished"))
+    {
+        match log.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no run finished: {seen:#?}"),
+        }
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    seen.extend(log.try_iter());
+    assert!(status.success(), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .any(|line| line.contains("shutting down after the current work")),
+        "{seen:#?}"
+    );
+
+    let pool = options.connect().await.unwrap();
+    let (runs, unfinished): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where status = 'RUNNING') from metadata.load_audit",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(runs >= 1);
+    assert_eq!(unfinished, 0, "every run the loader began is finished");
+    pool.close().await;
+    warehouse.shutdown().await.unwrap();
 }
 
 #[tokio::test]

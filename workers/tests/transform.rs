@@ -476,6 +476,28 @@ async fn a_failing_data_test_makes_the_command_exit_non_zero() {
 }
 
 #[test]
+fn an_unreachable_warehouse_fails_the_transform_with_a_clear_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fintech"))
+        .args(["transform", "--log-format", "text"])
+        .args([
+            "--database-url",
+            "postgres://fintech:secret@127.0.0.1:1/fintech",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("fintech:***@"),
+        "the password is redacted: {stderr}"
+    );
+}
+
+#[test]
 fn listing_the_models_needs_no_database() {
     let fintech = || std::process::Command::new(env!("CARGO_BIN_EXE_fintech"));
     let listed = fintech()

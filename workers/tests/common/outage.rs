@@ -30,6 +30,11 @@ enum Refuse {
         open: tokio::sync::watch::Receiver<bool>,
         held: Arc<AtomicUsize>,
     },
+    /// No put, but every read of a bronze object while `down` is set: the store unreachable
+    /// for a loader.
+    BronzeReadsWhile {
+        down: Arc<std::sync::atomic::AtomicBool>,
+    },
 }
 
 /// Passes everything through to `inner` except the puts its rule refuses.
@@ -73,11 +78,22 @@ impl StoreOutage {
         }
     }
 
+    /// A store in front of `inner` whose bronze objects cannot be read while `down` is set.
+    pub fn bronze_reads_while(
+        inner: Arc<dyn ObjectStore>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self {
+            inner,
+            refuse: Refuse::BronzeReadsWhile { down },
+        }
+    }
+
     /// Puts seen so far (for [`StoreOutage::from_put`]).
     pub fn puts(&self) -> usize {
         match &self.refuse {
             Refuse::PutsFrom { seen, .. } => seen.load(Ordering::SeqCst),
-            Refuse::ManifestsBeyondFirstBatch | Refuse::HoldRecords { .. } => 0,
+            _ => 0,
         }
     }
 
@@ -92,7 +108,7 @@ impl StoreOutage {
                 in_manifests && range.is_some_and(|range| range.first_offset > 0)
             }
             Refuse::PutsFrom { first, seen } => seen.fetch_add(1, Ordering::SeqCst) + 1 >= *first,
-            Refuse::HoldRecords { .. } => false,
+            Refuse::HoldRecords { .. } | Refuse::BronzeReadsWhile { .. } => false,
         }
     }
 
@@ -145,6 +161,15 @@ impl ObjectStore for StoreOutage {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        if let Refuse::BronzeReadsWhile { down } = &self.refuse
+            && down.load(Ordering::SeqCst)
+            && location.parts().any(|part| part.as_ref() == "bronze")
+        {
+            return Err(object_store::Error::Generic {
+                store: "StoreOutage",
+                source: format!("connection refused reading {location}").into(),
+            });
+        }
         self.inner.get_opts(location, options).await
     }
 
