@@ -227,3 +227,25 @@ async fn stored_positions_name_every_row_of_every_file(lake: &Lake) {
             .is_empty()
     );
 }
+
+/// A file the Parquet reader panics on instead of returning an error (a column chunk at a
+/// negative offset, found by the `bronze_reader` fuzz target) reads as unreadable Parquet,
+/// which the loader sets aside, rather than stopping the process.
+#[tokio::test]
+async fn a_file_the_parquet_reader_panics_on_reads_as_unreadable() {
+    let lake = common::stores::in_memory().lake;
+    let path = layout::transactions_root(lake.root()).join("corrupt.parquet");
+    let bytes = include_bytes!("fixtures/negative-column-offset.parquet");
+    lake.store()
+        .put(&path, PutPayload::from_static(bytes))
+        .await
+        .unwrap();
+    let outcome = match lake.read_parquet(&path).await {
+        Err(error) => Err(error),
+        Ok(file) => file.batches().collect::<Result<Vec<_>, _>>().map(drop),
+    };
+    match outcome {
+        Err(LakeError::Parquet { path: named, .. }) => assert_eq!(named, path.to_string()),
+        other => panic!("expected unreadable Parquet, got {other:?}"),
+    }
+}

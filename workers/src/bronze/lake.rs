@@ -179,16 +179,47 @@ pub struct ParquetFile {
 }
 
 impl ParquetFile {
-    /// The file's record batches, decoded one at a time.
+    /// The file's record batches, decoded one at a time. A batch the Parquet reader cannot
+    /// decode ends the iteration with [`LakeError::Parquet`], also when the reader panics.
     pub fn batches(self) -> impl Iterator<Item = Result<RecordBatch, LakeError>> {
         let path = self.path;
-        self.reader.map(move |batch| {
-            batch.map_err(|source| LakeError::Parquet {
-                path: path.to_string(),
-                source: source.into(),
-            })
+        let mut reader = Some(self.reader);
+        std::iter::from_fn(move || {
+            let next = unpanicked(&path, || {
+                reader.as_mut()?.next().map(|b| b.map_err(Into::into))
+            });
+            if matches!(next, Err(_) | Ok(Some(Err(_)))) {
+                reader = None;
+            }
+            match next {
+                Ok(batch) => batch.map(|batch| {
+                    batch.map_err(|source| LakeError::Parquet {
+                        path: path.to_string(),
+                        source,
+                    })
+                }),
+                Err(error) => Some(Err(error)),
+            }
         })
     }
+}
+
+/// Runs `read` on bytes of the lake. The Parquet reader panics on some corrupt files (a
+/// column chunk at a negative offset, found by the `bronze_reader` fuzz target) instead of
+/// returning an error; such a file is unreadable, which the loader handles, not a reason
+/// for the whole process to stop (and, restarted, to stop again on the same file).
+fn unpanicked<T>(path: &Path, read: impl FnOnce() -> T) -> Result<T, LakeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the Parquet reader panicked");
+        LakeError::Parquet {
+            path: path.to_string(),
+            source: ParquetError::General(format!("corrupt file: {reason}")),
+        }
+    })
 }
 
 /// The lake at `root` of an object store.
@@ -498,12 +529,13 @@ impl Lake {
     pub async fn read_parquet(&self, path: &Path) -> Result<ParquetFile, LakeError> {
         let (bytes, etag) = self.read(path).await?;
         let size = bytes.len() as u64;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|builder| builder.build())
-            .map_err(|source| LakeError::Parquet {
-                path: path.to_string(),
-                source,
-            })?;
+        let reader = unpanicked(path, || {
+            ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|builder| builder.build())
+        })?
+        .map_err(|source| LakeError::Parquet {
+            path: path.to_string(),
+            source,
+        })?;
         Ok(ParquetFile {
             path: path.clone(),
             size,
