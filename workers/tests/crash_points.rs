@@ -7,15 +7,10 @@ mod common;
 
 use std::collections::HashSet;
 
-use chrono::{TimeZone, Utc};
 use fintech_workers::bronze::{Lake, layout};
-use fintech_workers::faults::FaultRates;
-use fintech_workers::in_process::InProcessPipeline;
 use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunStatus};
-use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use fintech_workers::source::CommittedPositions;
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::BatchPolicy;
 use fintech_workers::warehouse::WarehouseOptions;
 use futures::TryStreamExt;
 use sqlx::PgPool;
@@ -35,29 +30,7 @@ const FAILPOINTS: &[(&str, &str)] = &[
 
 /// Adds `count` messages (some malformed, duplicated or invalid) of `seed` to the lake.
 async fn fill(lake: &StorageOptions, positions: &CommittedPositions, seed: u64, count: u64) {
-    let config = StreamConfig {
-        seed,
-        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
-        payments_per_day: 2_000,
-        faults: FaultRates {
-            malformed_json: 0.02,
-            duplicate: 0.05,
-            non_positive_amount: 0.03,
-            null_customer_id: 0.03,
-            ..FaultRates::default()
-        },
-        ..StreamConfig::default()
-    };
-    let mut events = EventStream::new(&config, ProducerMetrics::default()).unwrap();
-    InProcessPipeline::new(Lake::open(lake).unwrap(), 3)
-        .with_positions(positions.clone())
-        .with_policy(BatchPolicy {
-            max_rows: 150,
-            ..BatchPolicy::default()
-        })
-        .run(&mut events, count, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    common::fill::fill_lake(lake, positions, seed, count, 150).await;
 }
 
 /// What bronze holds, read independently of the loader: the distinct valid event ids, the

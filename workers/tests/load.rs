@@ -6,22 +6,19 @@ mod common;
 
 use std::collections::HashSet;
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use common::{fresh_database, testenv_var};
 use fintech_workers::bronze::decode;
 use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::schema::{Nullability, TRANSACTION_COLUMNS};
 use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
-use fintech_workers::faults::FaultRates;
-use fintech_workers::in_process::InProcessPipeline;
 use fintech_workers::loader::{
     Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule, UnauditedFailure,
 };
-use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
+use fintech_workers::producer::{EventStream, ProducerMetrics};
 use fintech_workers::source::CommittedPositions;
 use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::BatchPolicy;
 use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -38,24 +35,12 @@ struct Expected {
     duplicate: u64,
 }
 
-fn stream_config(seed: u64) -> StreamConfig {
-    StreamConfig {
-        seed,
-        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
-        payments_per_day: 2_000,
-        faults: FaultRates {
-            malformed_json: 0.02,
-            duplicate: 0.05,
-            non_positive_amount: 0.03,
-            null_customer_id: 0.03,
-            ..FaultRates::default()
-        },
-        ..StreamConfig::default()
-    }
-}
-
 fn expected(seed: u64, count: usize) -> Expected {
-    let mut stream = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
+    let mut stream = EventStream::new(
+        &common::fill::faulty_stream(seed),
+        ProducerMetrics::default(),
+    )
+    .unwrap();
     let mut expected = Expected::default();
     let mut seen = HashSet::new();
     for _ in 0..count {
@@ -79,20 +64,9 @@ fn valid(event: &PaymentEvent) -> bool {
     event.customer_id.as_deref().is_some_and(|c| !c.is_empty()) && event.amount > Decimal::ZERO
 }
 
-/// Produces `count` messages through the in-process channel and streams them into `lake`.
-/// `positions` carries the in-process topic's offsets from one fill to the next, as Kafka would.
+/// Fills `lake` with `count` messages of `seed`, in batches of 700.
 async fn fill_lake(lake: &StorageOptions, positions: &CommittedPositions, seed: u64, count: u64) {
-    let mut events = EventStream::new(&stream_config(seed), ProducerMetrics::default()).unwrap();
-    InProcessPipeline::new(Lake::open(lake).unwrap(), 3)
-        .with_positions(positions.clone())
-        .with_policy(BatchPolicy {
-            max_rows: 700,
-            ..BatchPolicy::default()
-        })
-        .with_channel_capacity(1_000)
-        .run(&mut events, count, &indicatif::ProgressBar::hidden())
-        .await
-        .unwrap();
+    common::fill::fill_lake(lake, positions, seed, count, 700).await;
 }
 
 fn loader(pool: &PgPool, lake: &StorageOptions) -> Loader {

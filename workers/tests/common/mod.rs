@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod fill;
 pub mod log_source;
 pub mod outage;
 pub mod stores;
