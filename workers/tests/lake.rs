@@ -249,3 +249,63 @@ async fn a_file_the_parquet_reader_panics_on_reads_as_unreadable() {
         other => panic!("expected unreadable Parquet, got {other:?}"),
     }
 }
+
+/// A footer whose unknown field 100 is a list of 1,000 lists, each declaring 2^31 - 1 booleans:
+/// 6 KB the Parquet reader would spend about 2 x 10^12 steps skipping.
+fn footer_declaring_billions_of_values() -> Vec<u8> {
+    let mut metadata = vec![0x09, 0xc8, 0x01, 0xf9, 0xe8, 0x07];
+    for _ in 0..1_000 {
+        metadata.extend_from_slice(&[0xf1, 0xff, 0xff, 0xff, 0xff, 0x07]);
+    }
+    metadata.push(0);
+    let mut file = b"PAR1".to_vec();
+    file.extend_from_slice(&metadata);
+    file.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+    file.extend_from_slice(b"PAR1");
+    file
+}
+
+/// Reads `bytes` as a bronze file on a thread of its own, so that a reader stuck on it fails
+/// the test after a minute instead of hanging it; returns why it is unreadable.
+fn unreadable_within_a_minute(bytes: Vec<u8>) -> String {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(async {
+            let lake = common::stores::in_memory().lake;
+            let path = layout::transactions_root(lake.root()).join("costly-footer.parquet");
+            lake.store().put(&path, bytes.into()).await.unwrap();
+            match lake.read_parquet(&path).await {
+                Err(LakeError::Parquet { source, .. }) => Ok(source.to_string()),
+                Err(other) => Err(format!("another error: {other}")),
+                Ok(_) => Err("the file opened".to_owned()),
+            }
+        });
+        let _ = done.send(result);
+    });
+    outcome
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("reading the file took more than a minute")
+        .unwrap()
+}
+
+/// A file whose footer declares far more values to skip than it has bytes reads as
+/// unreadable Parquet at once, so the loader sets it aside instead of holding its run for
+/// hours: a crafted footer of billions of values, and the file the `bronze_reader` fuzz
+/// target found (the reader spends seconds to minutes on its 5 KB before failing).
+#[test]
+fn a_footer_that_would_keep_the_reader_busy_reads_as_unreadable_at_once() {
+    for (name, bytes) in [
+        ("crafted", footer_declaring_billions_of_values()),
+        (
+            "found by fuzzing",
+            include_bytes!("fixtures/costly-footer.parquet").to_vec(),
+        ),
+    ] {
+        let reason = unreadable_within_a_minute(bytes);
+        assert!(reason.contains("footer of"), "{name}: {reason}");
+    }
+}

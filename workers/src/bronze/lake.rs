@@ -529,6 +529,10 @@ impl Lake {
     pub async fn read_parquet(&self, path: &Path) -> Result<ParquetFile, LakeError> {
         let (bytes, etag) = self.read(path).await?;
         let size = bytes.len() as u64;
+        super::footer::check(&bytes).map_err(|costly| LakeError::Parquet {
+            path: path.to_string(),
+            source: ParquetError::General(format!("corrupt file: {costly}")),
+        })?;
         let reader = unpanicked(path, || {
             ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|builder| builder.build())
         })?

@@ -2,10 +2,12 @@
 //! dead-letter queue beside it. This module owns the lake's format and every access to it:
 //! the object keys ([`layout`]), the columns ([`schema`], [`decode`]), the batch records and
 //! manifests ([`manifest`]), turning messages into files ([`writer`]), and storing, publishing,
-//! listing and reading them ([`lake`]). The streamer and a redrive write through it; the loader
+//! listing and reading them ([`lake`], with [`footer`] guarding the Parquet reader). The
+//! streamer and a redrive write through it; the loader
 //! and the quickstart read through it.
 
 pub mod decode;
+pub mod footer;
 pub mod lake;
 pub mod layout;
 pub mod manifest;
