@@ -2,15 +2,19 @@
 //! streamer's CPU work without Kafka or object storage.
 //!
 //! Each batch of messages is made first (not timed), then decoded the way the streamer adds a
-//! message to its open batch ([`decode::decode`] into the [`TransactionColumns`] of its
+//! message to its open batch ([`decode::decode_row`] into the [`TransactionColumns`] of its
 //! partition and UTC day), then each part is encoded with [`bronze::encode_parquet`], the
-//! streamer's encoder, so the files have the sizes the streamer would write.
+//! streamer's encoder, so the files have the sizes the streamer would write. The same
+//! messages are also decoded by the reference decoder alone ([`decode::decode`], serde into
+//! an owned event), the decoder before the fast path, for the ratio; and the first batch's
+//! files are encoded again with each codec compared in `docs/benchmarks.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use chrono::{NaiveDate, Utc};
+use parquet::basic::{Compression, ZstdLevel};
 
 use super::report::{MB, Report, Target};
 use fintech_workers::bronze::{self, decode, decode::TransactionColumns, layout};
@@ -55,6 +59,9 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
         EventStream::new(&super::stream_config(args.seed), ProducerMetrics::default())?;
     let mut offsets: HashMap<i32, i64> = HashMap::new();
     let (mut decoding, mut encoding) = (Duration::ZERO, Duration::ZERO);
+    let mut reference_decoding = Duration::ZERO;
+    // The first batch's files, encoded again with each codec at the end.
+    let mut sample: Vec<RecordBatch> = Vec::new();
     let (mut json_bytes, mut arrow_bytes, mut parquet_bytes) = (0u64, 0u64, 0u64);
     let (mut rows, mut dead_letters, mut files, mut held_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut done = 0u64;
@@ -83,15 +90,15 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
         let clock = Instant::now();
         let mut parts: BTreeMap<(i32, NaiveDate), TransactionColumns> = BTreeMap::new();
         for message in &messages {
-            match decode::decode(message.payload.as_deref(), max_message_bytes) {
-                Ok(event) => {
-                    let date = layout::utc_date(event.event_time);
+            let decoded =
+                decode::decode_row(message.payload.as_deref(), max_message_bytes, |row| {
                     parts
-                        .entry((message.partition, date))
+                        .entry((message.partition, row.event_date()))
                         .or_default()
-                        .append(&event, message);
-                    rows += 1;
-                }
+                        .append(row, message);
+                });
+            match decoded {
+                Ok(()) => rows += 1,
                 Err(_) => dead_letters += 1,
             }
         }
@@ -101,7 +108,28 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
             .map(|columns| columns.finish(ingested_at))
             .collect();
         decoding += clock.elapsed();
-        drop(messages);
+
+        // The same messages through the reference decoder alone (serde into an owned event,
+        // then its columns): the decoder before the fast path, for the ratio.
+        let clock = Instant::now();
+        let mut reference: BTreeMap<(i32, NaiveDate), TransactionColumns> = BTreeMap::new();
+        for message in &messages {
+            if let Ok(event) = decode::decode(message.payload.as_deref(), max_message_bytes) {
+                reference
+                    .entry((message.partition, layout::utc_date(event.event_time)))
+                    .or_default()
+                    .append_event(&event, message);
+            }
+        }
+        let reference: Vec<RecordBatch> = reference
+            .into_values()
+            .map(|columns| columns.finish(ingested_at))
+            .collect();
+        reference_decoding += clock.elapsed();
+        drop((messages, reference));
+        if sample.is_empty() {
+            sample = batches.clone();
+        }
 
         arrow_bytes += batches
             .iter()
@@ -118,6 +146,17 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
 
     report.throughput("", rows, decoding + encoding, Some(json_bytes));
     report.throughput("decode_", rows, decoding, Some(json_bytes));
+    report.throughput(
+        "reference_decode_",
+        rows,
+        reference_decoding,
+        Some(json_bytes),
+    );
+    report.number(
+        "decode_speedup",
+        reference_decoding.as_secs_f64() / decoding.as_secs_f64().max(f64::EPSILON),
+        2,
+    );
     report.throughput("encode_", rows, encoding, Some(arrow_bytes));
     report
         .figure("dead_letters", dead_letters)
@@ -136,10 +175,50 @@ pub fn run(args: &BronzeArgs) -> anyhow::Result<Report> {
     // No memory target here: this process also holds a batch of messages and the producer's
     // settlement schedule, which a streamer does not; the streamer's own memory is measured
     // by `fintech-bench stream`.
+    compare_codecs(&sample, &mut report)?;
     report
         .peak_rss()
+        .target(Target::at_least(
+            "decode_rows_per_sec",
+            2_000_000.0,
+            "rows/s",
+        ))
         .target(Target::at_least("rows_per_sec", 1_000_000.0, "rows/s"));
     Ok(report)
+}
+
+/// Codecs compared on the first batch's files, with the bronze writer's other settings.
+fn codecs() -> Vec<(&'static str, Compression)> {
+    let zstd = |level| Compression::ZSTD(ZstdLevel::try_new(level).unwrap_or_default());
+    vec![
+        ("zstd1", zstd(1)),
+        ("zstd3", zstd(3)),
+        ("lz4", Compression::LZ4_RAW),
+        ("snappy", Compression::SNAPPY),
+        ("uncompressed", Compression::UNCOMPRESSED),
+    ]
+}
+
+/// Encodes `batches` with each codec: rows per second and the size of the files.
+fn compare_codecs(batches: &[RecordBatch], report: &mut Report) -> anyhow::Result<()> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    for (name, compression) in codecs() {
+        let clock = Instant::now();
+        let mut bytes = 0u64;
+        for batch in batches {
+            let properties = bronze::writer_properties_with(compression);
+            bytes += bronze::encode_parquet_with(batch, properties)?.len() as u64;
+        }
+        let seconds = clock.elapsed().as_secs_f64();
+        report
+            .number(
+                &format!("codec_{name}_rows_per_sec"),
+                super::report::per_second(rows as u64, seconds),
+                0,
+            )
+            .number(&format!("codec_{name}_mb"), bytes as f64 / MB, 2);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ async fn rows_postgresql_would_refuse_are_quarantined_and_loading_goes_on(
             key: None,
             payload: None,
         };
-        columns.append(&event, &message);
+        columns.append_event(&event, &message);
     }
     let batch = columns.finish(Utc::now().timestamp_micros());
     let mut parquet = Vec::new();

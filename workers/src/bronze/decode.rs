@@ -12,9 +12,37 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
 use std::sync::Arc;
 
-use super::schema::{self, AMOUNT_PRECISION, AMOUNT_SCALE};
+use super::row::{self, Row};
+use super::schema::{
+    self, AMOUNT_PRECISION, AMOUNT_SCALE, BronzeType, TRANSACTION_COLUMNS, column_index,
+};
 use crate::event::PaymentEvent;
 use crate::source::SourceMessage;
+
+// Where each column is in TRANSACTION_COLUMNS; a name missing from the table fails the build.
+const SCHEMA_VERSION: usize = column_index("schema_version");
+const EVENT_ID: usize = column_index("event_id");
+const TRANSACTION_ID: usize = column_index("transaction_id");
+const STATUS: usize = column_index("status");
+const EVENT_TIME: usize = column_index("event_time");
+const CUSTOMER_ID: usize = column_index("customer_id");
+const MERCHANT_ID: usize = column_index("merchant_id");
+const MERCHANT_NAME: usize = column_index("merchant_name");
+const CATEGORY: usize = column_index("category");
+const AMOUNT: usize = column_index("amount");
+const CURRENCY: usize = column_index("currency");
+const PAYMENT_METHOD: usize = column_index("payment_method");
+const CITY: usize = column_index("city");
+const STATE: usize = column_index("state");
+const COUNTRY: usize = column_index("country");
+const LATITUDE: usize = column_index("latitude");
+const LONGITUDE: usize = column_index("longitude");
+const IS_FRAUD: usize = column_index("is_fraud");
+const SOURCE: usize = column_index("source");
+const KAFKA_PARTITION: usize = column_index("kafka_partition");
+const KAFKA_OFFSET: usize = column_index("kafka_offset");
+const KAFKA_TIMESTAMP: usize = column_index("kafka_timestamp");
+const INGESTED_AT: usize = column_index("ingested_at");
 
 /// Longest text field accepted, in bytes; longer values are dead letters, so that one bad
 /// producer cannot blow up a row group.
@@ -192,97 +220,146 @@ fn amount_mantissa(event: &PaymentEvent) -> Result<i128, DecodeError> {
     Ok(mantissa)
 }
 
-/// Column builders for `bronze/transactions` rows of one file.
+/// Decodes one payload into its bronze row and hands the row to `use_row`: through the fast
+/// path ([`row::scan`]) when the payload has the common shape of an event, else through the
+/// reference decoder ([`decode`]), which also says why a payload is refused.
+pub fn decode_row<T>(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+    use_row: impl FnOnce(&Row<'_>) -> T,
+) -> Result<T, DecodeError> {
+    if let Some(row) = payload
+        .filter(|bytes| !bytes.is_empty() && bytes.len() <= max_bytes)
+        .and_then(row::scan)
+    {
+        return Ok(use_row(&row));
+    }
+    let event = decode(payload, max_bytes)?;
+    let hundredths = amount_mantissa(&event)?;
+    Ok(use_row(&row::from_event(&event, hundredths)))
+}
+
+/// A column of a batch being built, of its bronze type.
+enum Builder {
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Text(StringBuilder),
+    Boolean(BooleanBuilder),
+    Float64(Float64Builder),
+    Amount(Decimal128Builder),
+    Micros(TimestampMicrosecondBuilder),
+    Millis(TimestampMillisecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: BronzeType) -> Self {
+        match kind {
+            BronzeType::Int32 => Self::Int32(Int32Builder::new()),
+            BronzeType::Int64 => Self::Int64(Int64Builder::new()),
+            BronzeType::Text => Self::Text(StringBuilder::new()),
+            BronzeType::Boolean => Self::Boolean(BooleanBuilder::new()),
+            BronzeType::Float64 => Self::Float64(Float64Builder::new()),
+            BronzeType::Amount => Self::Amount(Decimal128Builder::new()),
+            BronzeType::TimestampMicros => Self::Micros(TimestampMicrosecondBuilder::new()),
+            BronzeType::TimestampMillis => Self::Millis(TimestampMillisecondBuilder::new()),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Int32(b) => Arc::new(b.finish()),
+            Self::Int64(b) => Arc::new(b.finish()),
+            Self::Text(b) => Arc::new(b.finish()),
+            Self::Boolean(b) => Arc::new(b.finish()),
+            Self::Float64(b) => Arc::new(b.finish()),
+            Self::Amount(b) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(AMOUNT_PRECISION, AMOUNT_SCALE)
+                    .unwrap_or_else(|e| unreachable!("valid decimal type: {e}")),
+            ),
+            Self::Micros(b) => Arc::new(b.finish().with_timezone("UTC")),
+            Self::Millis(b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+}
+
+/// Column builders for `bronze/transactions` rows of one file, one per column of
+/// [`TRANSACTION_COLUMNS`] and of its type; `ingested_at` is filled when the batch is built.
 pub struct TransactionColumns {
-    schema_version: Int32Builder,
-    event_id: StringBuilder,
-    transaction_id: StringBuilder,
-    status: StringBuilder,
-    event_time: TimestampMicrosecondBuilder,
-    customer_id: StringBuilder,
-    merchant_id: StringBuilder,
-    merchant_name: StringBuilder,
-    category: StringBuilder,
-    amount: Decimal128Builder,
-    currency: StringBuilder,
-    payment_method: StringBuilder,
-    city: StringBuilder,
-    state: StringBuilder,
-    country: StringBuilder,
-    latitude: Float64Builder,
-    longitude: Float64Builder,
-    is_fraud: BooleanBuilder,
-    source: StringBuilder,
-    kafka_partition: Int32Builder,
-    kafka_offset: Int64Builder,
-    kafka_timestamp: TimestampMillisecondBuilder,
+    columns: Vec<Builder>,
+    rows: usize,
 }
 
 impl Default for TransactionColumns {
     fn default() -> Self {
         Self {
-            schema_version: Int32Builder::new(),
-            event_id: StringBuilder::new(),
-            transaction_id: StringBuilder::new(),
-            status: StringBuilder::new(),
-            event_time: TimestampMicrosecondBuilder::new(),
-            customer_id: StringBuilder::new(),
-            merchant_id: StringBuilder::new(),
-            merchant_name: StringBuilder::new(),
-            category: StringBuilder::new(),
-            amount: Decimal128Builder::new(),
-            currency: StringBuilder::new(),
-            payment_method: StringBuilder::new(),
-            city: StringBuilder::new(),
-            state: StringBuilder::new(),
-            country: StringBuilder::new(),
-            latitude: Float64Builder::new(),
-            longitude: Float64Builder::new(),
-            is_fraud: BooleanBuilder::new(),
-            source: StringBuilder::new(),
-            kafka_partition: Int32Builder::new(),
-            kafka_offset: Int64Builder::new(),
-            kafka_timestamp: TimestampMillisecondBuilder::new(),
+            columns: TRANSACTION_COLUMNS
+                .iter()
+                .map(|column| Builder::new(column.bronze))
+                .collect(),
+            rows: 0,
         }
     }
 }
 
+/// Writes into the builder of a column of the type the column table gives it; a column
+/// whose type the decoder does not match is a programming error that every test finds.
+macro_rules! put {
+    ($columns:expr, $index:expr, $kind:ident, |$builder:ident| $append:expr) => {
+        match &mut $columns[$index] {
+            Builder::$kind($builder) => $append,
+            _ => unreachable!("column {} is not of type {}", $index, stringify!($kind)),
+        }
+    };
+}
+
 impl TransactionColumns {
-    /// Appends one decoded event and where it came from.
-    pub fn append(&mut self, event: &PaymentEvent, message: &SourceMessage) {
-        self.schema_version
-            .append_value(i32::from(event.schema_version));
-        self.event_id
-            .append_value(event.event_id.hyphenated().to_string());
-        self.transaction_id.append_value(&event.transaction_id);
-        self.status.append_value(event.status.as_str());
-        self.event_time
-            .append_value(event.event_time.timestamp_micros());
-        self.customer_id.append_option(event.customer_id.as_deref());
-        self.merchant_id.append_value(&event.merchant_id);
-        self.merchant_name.append_value(&event.merchant_name);
-        self.category.append_value(&event.category);
+    /// Appends one decoded row and where it came from.
+    pub fn append(&mut self, row: &Row<'_>, message: &SourceMessage) {
+        let c = &mut self.columns;
+        put!(c, SCHEMA_VERSION, Int32, |b| b
+            .append_value(i32::from(row.schema_version)));
+        put!(c, EVENT_ID, Text, |b| b.append_value(row.event_id()));
+        put!(c, TRANSACTION_ID, Text, |b| b
+            .append_value(&row.transaction_id));
+        put!(c, STATUS, Text, |b| b.append_value(row.status.as_str()));
+        put!(c, EVENT_TIME, Micros, |b| b
+            .append_value(row.event_time_micros));
+        put!(c, CUSTOMER_ID, Text, |b| b
+            .append_option(row.customer_id.as_deref()));
+        put!(c, MERCHANT_ID, Text, |b| b.append_value(&row.merchant_id));
+        put!(c, MERCHANT_NAME, Text, |b| b
+            .append_value(&row.merchant_name));
+        put!(c, CATEGORY, Text, |b| b.append_value(&row.category));
+        put!(c, AMOUNT, Amount, |b| b.append_value(row.amount_hundredths));
+        put!(c, CURRENCY, Text, |b| b.append_value(row.currency.as_str()));
+        put!(c, PAYMENT_METHOD, Text, |b| b
+            .append_value(row.payment_method.as_str()));
+        put!(c, CITY, Text, |b| b.append_value(&row.city));
+        put!(c, STATE, Text, |b| b.append_value(&row.state));
+        put!(c, COUNTRY, Text, |b| b.append_value(&row.country));
+        put!(c, LATITUDE, Float64, |b| b.append_option(row.latitude));
+        put!(c, LONGITUDE, Float64, |b| b.append_option(row.longitude));
+        put!(c, IS_FRAUD, Boolean, |b| b.append_value(row.is_fraud));
+        put!(c, SOURCE, Text, |b| b.append_value(row.source.as_str()));
+        put!(c, KAFKA_PARTITION, Int32, |b| b
+            .append_value(message.partition));
+        put!(c, KAFKA_OFFSET, Int64, |b| b.append_value(message.offset));
+        put!(c, KAFKA_TIMESTAMP, Millis, |b| b
+            .append_option(message.timestamp_ms));
+        self.rows += 1;
+    }
+
+    /// Appends an event the reference decoder ([`decode`]) accepted.
+    pub fn append_event(&mut self, event: &PaymentEvent, message: &SourceMessage) {
         // decode() has checked that the amount fits.
-        self.amount
-            .append_value(amount_mantissa(event).unwrap_or_default());
-        self.currency.append_value(event.currency.as_str());
-        self.payment_method
-            .append_value(event.payment_method.as_str());
-        self.city.append_value(&event.city);
-        self.state.append_value(&event.state);
-        self.country.append_value(&event.country);
-        self.latitude.append_option(event.latitude);
-        self.longitude.append_option(event.longitude);
-        self.is_fraud.append_value(event.is_fraud);
-        self.source.append_value(event.source.as_str());
-        self.kafka_partition.append_value(message.partition);
-        self.kafka_offset.append_value(message.offset);
-        self.kafka_timestamp.append_option(message.timestamp_ms);
+        let hundredths = amount_mantissa(event).unwrap_or_default();
+        self.append(&row::from_event(event, hundredths), message);
     }
 
     /// Rows appended so far.
     pub fn len(&self) -> usize {
-        self.kafka_offset.len()
+        self.rows
     }
 
     /// Whether no row was appended.
@@ -292,37 +369,10 @@ impl TransactionColumns {
 
     /// The rows as one record batch, stamped with `ingested_at` (µs since the epoch, UTC).
     pub fn finish(mut self, ingested_at: i64) -> RecordBatch {
-        let rows = self.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.schema_version.finish()),
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.transaction_id.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.event_time.finish().with_timezone("UTC")),
-            Arc::new(self.customer_id.finish()),
-            Arc::new(self.merchant_id.finish()),
-            Arc::new(self.merchant_name.finish()),
-            Arc::new(self.category.finish()),
-            Arc::new(
-                self.amount
-                    .finish()
-                    .with_precision_and_scale(AMOUNT_PRECISION, AMOUNT_SCALE)
-                    .unwrap_or_else(|e| unreachable!("valid decimal type: {e}")),
-            ),
-            Arc::new(self.currency.finish()),
-            Arc::new(self.payment_method.finish()),
-            Arc::new(self.city.finish()),
-            Arc::new(self.state.finish()),
-            Arc::new(self.country.finish()),
-            Arc::new(self.latitude.finish()),
-            Arc::new(self.longitude.finish()),
-            Arc::new(self.is_fraud.finish()),
-            Arc::new(self.source.finish()),
-            Arc::new(self.kafka_partition.finish()),
-            Arc::new(self.kafka_offset.finish()),
-            Arc::new(self.kafka_timestamp.finish().with_timezone("UTC")),
-            Arc::new(TimestampMicrosecondArray::from_value(ingested_at, rows).with_timezone("UTC")),
-        ];
+        let rows = self.rows;
+        put!(self.columns, INGESTED_AT, Micros, |b| b
+            .append_value_n(ingested_at, rows));
+        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Builder::finish).collect();
         RecordBatch::try_new(schema::TRANSACTIONS.clone(), columns)
             .unwrap_or_else(|e| unreachable!("columns match the transactions schema: {e}"))
     }
@@ -541,7 +591,7 @@ mod tests {
             payload: Some(json),
         };
         let mut columns = TransactionColumns::default();
-        columns.append(&event, &message);
+        columns.append_event(&event, &message);
         let batch = columns.finish(5);
         assert_eq!(batch.num_rows(), 1);
         let amount = batch

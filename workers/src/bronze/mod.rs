@@ -11,6 +11,7 @@ pub mod footer;
 pub mod lake;
 pub mod layout;
 pub mod manifest;
+pub mod row;
 pub mod schema;
 pub mod writer;
 
@@ -28,10 +29,23 @@ use parquet::schema::types::ColumnPath;
 /// small enough that a reader can stream a file without holding it whole.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// Writer settings of every bronze file: zstd, dictionary encoding, page statistics.
+/// The codec of bronze files. zstd at level 1 writes about as fast as LZ4 and snappy and
+/// compresses better than both; level 3 compresses a little better at about half the speed
+/// (the comparison is in `docs/benchmarks.md`, stage 2).
+pub fn compression() -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())
+}
+
+/// Writer settings of every bronze file: [`compression`], dictionary encoding, page
+/// statistics.
 pub fn writer_properties() -> WriterProperties {
+    writer_properties_with(compression())
+}
+
+/// The bronze writer settings with another codec, to compare codecs.
+pub fn writer_properties_with(compression: Compression) -> WriterProperties {
     let builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(compression)
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -58,7 +72,15 @@ const UNIQUE_COLUMNS: [&str; 6] = [
 
 /// Encodes one record batch as a complete Parquet file in memory.
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Vec<u8>, ParquetError> {
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(writer_properties()))?;
+    encode_parquet_with(batch, writer_properties())
+}
+
+/// Encodes one record batch as a Parquet file with other writer settings.
+pub fn encode_parquet_with(
+    batch: &RecordBatch,
+    properties: WriterProperties,
+) -> Result<Vec<u8>, ParquetError> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))?;
     writer.write(batch)?;
     writer.into_inner()
 }
@@ -83,7 +105,7 @@ mod tests {
                 key: None,
                 payload: None,
             };
-            columns.append(&event, &message);
+            columns.append_event(&event, &message);
         }
         let batch = columns.finish(0);
         let bytes = Bytes::from(encode_parquet(&batch).unwrap());

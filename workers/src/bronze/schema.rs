@@ -155,6 +155,27 @@ pub const TRANSACTION_COLUMNS: [Column; 23] = {
     ]
 };
 
+/// The position of the column `name` in [`TRANSACTION_COLUMNS`]; evaluated at compile time
+/// where used in a constant, so that a name missing from the table fails the build.
+pub const fn column_index(name: &str) -> usize {
+    let mut index = 0;
+    while index < TRANSACTION_COLUMNS.len() {
+        let column = TRANSACTION_COLUMNS[index].name.as_bytes();
+        let wanted = name.as_bytes();
+        if column.len() == wanted.len() {
+            let mut at = 0;
+            while at < wanted.len() && column[at] == wanted[at] {
+                at += 1;
+            }
+            if at == wanted.len() {
+                return index;
+            }
+        }
+        index += 1;
+    }
+    panic!("no such column in TRANSACTION_COLUMNS");
+}
+
 /// The schema of `bronze/transactions` files, from [`TRANSACTION_COLUMNS`].
 pub static TRANSACTIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let fields: Vec<Field> = TRANSACTION_COLUMNS

@@ -83,11 +83,13 @@ impl DaySplit {
     /// Decodes `message` into a row of its event's day, or returns why it cannot be one and
     /// keeps nothing.
     pub fn add_row(&mut self, message: &SourceMessage) -> Result<(), DecodeError> {
-        let event = decode::decode(message.payload.as_deref(), self.max_message_bytes)?;
-        self.transactions
-            .entry(layout::utc_date(event.event_time))
-            .or_default()
-            .append(&event, message);
+        let transactions = &mut self.transactions;
+        decode::decode_row(message.payload.as_deref(), self.max_message_bytes, |row| {
+            transactions
+                .entry(row.event_date())
+                .or_default()
+                .append(row, message);
+        })?;
         self.rows += 1;
         Ok(())
     }

@@ -455,7 +455,7 @@ mod tests {
                 key: None,
                 payload: None,
             };
-            columns.append(&event, &message);
+            columns.append_event(&event, &message);
         }
         columns.finish(chrono::Utc::now().timestamp_micros())
     }
