@@ -278,7 +278,11 @@ EOF
     die "formatting Kafka storage failed; see $DATA/logs/kafka-format.log"
   spawn kafka "${java[@]}" kafka.Kafka "$dir/server.properties"
   WAIT_SECONDS=120 wait_for "Kafka" grep -q 'Kafka Server started' "$DATA/logs/kafka.log"
-  echo "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port" >>"$ENV_FILE"
+  # The broker's pid lets a test pause it (SIGSTOP) to take Kafka away from running clients.
+  {
+    echo "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port"
+    echo "KAFKA_PID=$(awk '$1 == "kafka" { print $2 }' "$PIDS_FILE")"
+  } >>"$ENV_FILE"
 }
 
 start_minio() {

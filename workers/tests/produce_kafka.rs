@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use common::kafka::topic_messages;
 use common::{free_port, http_get, metric, testenv_var, unique_name};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
@@ -116,25 +117,6 @@ async fn produces_exactly_count_events_keyed_by_transaction() {
     );
 }
 
-/// Consumes `topic` from the start until no message arrives for a few seconds.
-async fn consume_all(bootstrap: &str, topic: &str) -> usize {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique_name("count"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut count = 0;
-    let mut wait = 30;
-    while let Ok(message) = tokio::time::timeout(Duration::from_secs(wait), consumer.recv()).await {
-        message.unwrap();
-        count += 1;
-        wait = 5;
-    }
-    count
-}
-
 #[tokio::test]
 #[ignore = "needs the test environment: scripts/test.sh"]
 async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
@@ -187,7 +169,7 @@ async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
     let sent = finished["sent"].as_u64().unwrap();
     assert_eq!(finished["delivered"].as_u64(), Some(sent));
     assert_eq!(finished["failed"].as_u64(), Some(0));
-    assert_eq!(consume_all(&bootstrap, &topic).await as u64, sent);
+    assert_eq!(topic_messages(&bootstrap, &topic).await.len() as u64, sent);
 }
 
 /// Runs `fintech produce` with `args`, expects it to fail, and returns its stderr.

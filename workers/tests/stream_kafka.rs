@@ -9,168 +9,19 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
+use common::kafka::{
+    PARTITIONS, assert_lake_holds, fintech, kafka, policy, produce, spawn_fintech_stream,
+    spawn_streamer, start_streamer, stream_everything, wait_for_commits,
+};
 use common::outage::StoreOutage;
 use common::{
-    assert_each_once, committed_total, free_port, fresh_database, http_get, metric, stored_offsets,
-    test_lake, testenv_var, unique_name,
+    committed_total, free_port, fresh_database, http_get, metric, stored_offsets, test_lake,
+    testenv_var, unique_name,
 };
-use fintech_workers::bronze::{Lake, decode};
-use fintech_workers::faults::FaultRates;
-use fintech_workers::kafka::{KafkaOptions, KafkaSource, LagGauge};
-use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
-use fintech_workers::storage::StorageOptions;
-use fintech_workers::streamer::{
-    BatchPolicy, StreamError, StreamSummary, Streamer, StreamerMetrics,
-};
+use fintech_workers::bronze::Lake;
+use fintech_workers::kafka::{KafkaSource, LagGauge};
+use fintech_workers::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use tokio_util::sync::CancellationToken;
-
-const PARTITIONS: i32 = 3;
-const SEED: u64 = 21;
-
-fn fintech() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fintech"))
-}
-
-/// Produces `count` messages, about 5% of them undecodable, and returns how many are good.
-fn produce(bootstrap: &str, topic: &str, count: usize) -> usize {
-    let status = fintech()
-        .args([
-            "produce",
-            "--log-format",
-            "text",
-            "--bootstrap-servers",
-            bootstrap,
-        ])
-        .args(["--topic", topic, "--partitions", &PARTITIONS.to_string()])
-        .args(["--seed", &SEED.to_string(), "--count", &count.to_string()])
-        .args([
-            "--start-time",
-            "2026-11-01T00:00:00Z",
-            "--payments-per-day",
-            "1000",
-        ])
-        .args([
-            "--fault-malformed-json",
-            "0.03",
-            "--fault-wrong-type",
-            "0.02",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // The same stream, made in-process, says which messages are decodable.
-    let config = StreamConfig {
-        seed: SEED,
-        simulated_start: Some(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()),
-        payments_per_day: 1_000,
-        faults: FaultRates {
-            malformed_json: 0.03,
-            wrong_type: 0.02,
-            ..FaultRates::default()
-        },
-        ..StreamConfig::default()
-    };
-    let mut stream = EventStream::new(&config, ProducerMetrics::default()).unwrap();
-    (0..count)
-        .filter(|_| {
-            let message = stream.next_message().unwrap().message;
-            decode::decode(Some(&message.payload), 1 << 20).is_ok()
-        })
-        .count()
-}
-
-fn kafka(bootstrap: &str, topic: &str) -> KafkaOptions {
-    KafkaOptions {
-        bootstrap_servers: bootstrap.to_owned(),
-        topic: topic.to_owned(),
-        properties: vec![],
-        timeout_secs: 30,
-    }
-}
-
-fn policy(max_rows: usize) -> BatchPolicy {
-    BatchPolicy {
-        interval: Duration::from_secs(2),
-        max_rows,
-        ..BatchPolicy::default()
-    }
-}
-
-/// Starts a streamer of `group` writing into `lake` in the background.
-fn start_streamer(
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    lake: Lake,
-    policy: BatchPolicy,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<Result<StreamSummary, StreamError>>,
-) {
-    let source = KafkaSource::new(&kafka(bootstrap, topic), group, LagGauge::default()).unwrap();
-    let streamer = Streamer::new(source, lake, policy, StreamerMetrics::default());
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(streamer.run(cancel.clone()));
-    (cancel, handle)
-}
-
-/// Starts a streamer of `group` in the background, which must end well.
-fn spawn_streamer(
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    lake: &StorageOptions,
-    policy: BatchPolicy,
-) -> (CancellationToken, tokio::task::JoinHandle<StreamSummary>) {
-    let lake = Lake::open(lake).unwrap();
-    let (cancel, handle) = start_streamer(bootstrap, topic, group, lake, policy);
-    (
-        cancel,
-        tokio::spawn(async move { handle.await.unwrap().unwrap() }),
-    )
-}
-
-/// Runs a streamer of `group` until it has committed all `total` messages of `topic`, then
-/// stops it.
-async fn stream_everything(
-    bootstrap: &str,
-    topic: &str,
-    group: &str,
-    lake: &StorageOptions,
-    policy: BatchPolicy,
-    total: usize,
-) {
-    let (cancel, streaming) = spawn_streamer(bootstrap, topic, group, lake, policy);
-    wait_for_commits(bootstrap, group, topic, total as i64).await;
-    cancel.cancel();
-    streaming.await.unwrap();
-}
-
-/// Waits until `group` has committed `total` messages of the topic.
-async fn wait_for_commits(bootstrap: &str, group: &str, topic: &str, total: i64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let committed = committed_total(bootstrap, group, topic, PARTITIONS);
-        if committed >= total {
-            assert_eq!(committed, total);
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {committed} of {total} committed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-async fn assert_lake_holds(lake: &StorageOptions, good: usize, total: usize) {
-    let rows = stored_offsets(lake, "bronze/transactions").await;
-    let dead = stored_offsets(lake, "dead_letter/transactions").await;
-    assert_eq!(rows.len(), good, "rows in bronze");
-    assert_eq!(dead.len(), total - good, "records in the dead-letter queue");
-    assert_each_once([rows, dead].concat(), total);
-}
 
 #[tokio::test]
 #[ignore = "needs the test environment: scripts/test.sh"]
@@ -185,31 +36,7 @@ async fn fintech_stream_writes_rows_and_dead_letters_exactly_once_and_commits_on
 
     // A long interval and a large cap: only SIGTERM can close the batch.
     let port = free_port();
-    let child = fintech()
-        .args([
-            "stream",
-            "--log-format",
-            "text",
-            "--bootstrap-servers",
-            &bootstrap,
-        ])
-        .args([
-            "--topic",
-            &topic,
-            "--group-id",
-            &group,
-            "--lake-url",
-            &lake.lake_url,
-        ])
-        .args([
-            "--batch-interval-secs",
-            "3600",
-            "--batch-max-rows",
-            "1000000",
-        ])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .spawn()
-        .unwrap();
+    let child = spawn_fintech_stream(&bootstrap, &topic, &group, &lake, 3600, port);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(

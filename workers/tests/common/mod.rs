@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fill;
+pub mod kafka;
 pub mod log_source;
 pub mod outage;
 pub mod stores;
