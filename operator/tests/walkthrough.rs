@@ -5,7 +5,8 @@
 //! the chart with its development Kafka, PostgreSQL and MinIO, a `FintechPipeline` that reaches
 //! `Running 3/3`, rows in silver and gold read with `psql`, a transform started by annotation,
 //! suspend and resume, and the clean-up. A second test kills a streamer pod in the middle of a
-//! batch and checks that silver then holds every produced event exactly once.
+//! batch and checks that silver then holds every produced event exactly once; a third deploys
+//! a wrong image tag and checks that the old pods keep the data flowing until it is undone.
 //!
 //! Commands run through `bash` with the test environment's `kubectl`, `helm` and `psql` first
 //! on `PATH`, so they read as the README prints them. Two things differ from a kind cluster,
@@ -14,7 +15,7 @@
 //! cordoned between tests (so that the other tests' pods stay Pending as they were written to),
 //! which these tests lift while they run.
 //!
-//! Both tests use the README's fixed names (namespace `fintech`, release `fintech-operator`,
+//! The tests use the README's fixed names (namespace `fintech`, release `fintech-operator`,
 //! pipeline `payments`), so they take turns; each starts as on a fresh cluster, without the
 //! CRD, which the other test files apply and leave.
 
@@ -29,7 +30,7 @@ use common::testenv_var;
 
 const REPOSITORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// The two tests share the namespace, the release and the node's capacity.
+/// The tests share the namespace, the release and the node's capacity.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
 /// Runs `script` with bash in the repository, with the test environment's tools first on
@@ -490,5 +491,98 @@ fn a_streamer_pod_killed_mid_batch_leaves_every_event_in_silver_exactly_once() {
     assert_eq!(
         count("select count(*) from raw.rejected_transactions").unwrap(),
         0
+    );
+}
+
+/// `name phase ready waiting-reason` of each worker pod of the pipeline.
+fn worker_pods() -> Result<Vec<String>, String> {
+    let text = try_sh(
+        "kubectl -n fintech get pods -l 'app.kubernetes.io/instance=payments,app.kubernetes.io/component in (producer,streamer,loader)' \
+         -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.containerStatuses[*].ready} {.status.containerStatuses[*].state.waiting.reason}{\"\\n\"}{end}'",
+    )?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// A spec the API server accepts but whose value is wrong (here an image tag no registry
+/// has) rolls the workers, and the roll stops at the new pods, which never become ready:
+/// the old pods keep running and data keeps reaching silver. Putting the previous value
+/// back converges to `Running 3/3` again.
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn a_wrong_image_tag_stops_the_roll_and_the_old_pods_keep_data_flowing() {
+    let _session = Session::start();
+    install_and_create_the_pipeline();
+    silver_grows_past(0, "rows reach silver before the bad deploy");
+    let old: Vec<String> = worker_pods()
+        .unwrap()
+        .iter()
+        .filter_map(|pod| pod.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(old.len(), 3, "one producer, streamer and loader: {old:?}");
+
+    sh(
+        r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"image":{"tag":"no-such-tag"}}}'"#,
+    );
+    eventually(
+        "each worker has a new pod that cannot pull its image, beside its old pod still ready",
+        Duration::from_secs(180),
+        || {
+            let pods = worker_pods()?;
+            let stuck = pods
+                .iter()
+                .filter(|pod| pod.ends_with("ErrImagePull") || pod.ends_with("ImagePullBackOff"))
+                .count();
+            let serving = old
+                .iter()
+                .filter(|name| {
+                    pods.iter()
+                        .any(|pod| pod.starts_with(&format!("{name} Running true")))
+                })
+                .count();
+            if stuck == 3 && serving == 3 {
+                Ok(())
+            } else {
+                Err(pods.join("\n"))
+            }
+        },
+    );
+    let events = sh(
+        "kubectl -n fintech get events --field-selector involvedObject.kind=FintechPipeline,involvedObject.name=payments -o jsonpath='{range .items[*]}{.reason}{\"\\n\"}{end}'",
+    );
+    assert!(
+        events.lines().any(|reason| reason == "Updated"),
+        "no Updated Event for the rolled children:\n{events}"
+    );
+    sh("kubectl -n fintech get fp payments");
+    let during = rows_in_silver().unwrap();
+    silver_grows_past(
+        during,
+        "the old pods keep data flowing during the stuck roll",
+    );
+
+    sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"image":{"tag":""}}}'"#);
+    for worker in ["producer", "streamer", "loader"] {
+        sh(&format!(
+            "kubectl -n fintech rollout status deployment/payments-{worker} --timeout=3m"
+        ));
+    }
+    eventually(
+        "only ready pods of the right image are left",
+        Duration::from_secs(120),
+        || {
+            let pods = worker_pods()?;
+            if pods.len() == 3 && pods.iter().all(|pod| pod.contains(" Running true")) {
+                Ok(())
+            } else {
+                Err(pods.join("\n"))
+            }
+        },
+    );
+    let table = sh("kubectl -n fintech get fp payments");
+    assert!(
+        table.lines().any(|line| line.starts_with("payments ")
+            && line.contains(" Running ")
+            && line.contains(" 3/3")),
+        "{table}"
     );
 }
