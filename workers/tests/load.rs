@@ -475,19 +475,23 @@ async fn a_second_run_loads_nothing_twice(options: WarehouseOptions) {
     pool.close().await;
 }
 
-/// New data arrives with a corrupt file among it: the run fails, is audited as FAILED, and
-/// leaves no row of the new data behind; once the bogus batch is gone the next run loads it.
+/// New data arrives and the warehouse refuses it mid-run, as when its disk is full: the run
+/// fails, is audited as FAILED, and leaves no row of the new data behind; once the warehouse
+/// takes writes again the next run loads it.
 async fn a_failed_run_is_audited_and_leaves_no_row_behind(options: WarehouseOptions) {
     let pool = options.connect_and_migrate().await.unwrap();
     let (_folder, lake, positions, expected) = filled_lake(1_000).await;
     loader(&pool, &lake).run_once().await.unwrap();
 
-    // The warehouse refuses the new rows half way through the run (here a trigger; in life a
-    // full disk, a constraint, a dropped connection).
+    // The warehouse refuses the new rows half way through the run, with the error
+    // PostgreSQL gives when its disk is full (raised by a trigger; in life also a
+    // constraint or a dropped connection).
     fill_lake(&lake, &positions, 8, 500).await;
     sqlx::raw_sql(
         "create function raw.refuse() returns trigger language plpgsql as \
-             $$ begin raise exception 'refused by the test'; end $$; \
+             $$ begin raise exception using errcode = 'disk_full', \
+                message = 'could not extend file \"base/16384/16385\": No space left on device'; \
+             end $$; \
          create trigger refuse before insert on raw.transactions \
              for each row execute function raw.refuse();",
     )
@@ -501,7 +505,7 @@ async fn a_failed_run_is_audited_and_leaves_no_row_behind(options: WarehouseOpti
             .error
             .as_deref()
             .unwrap()
-            .contains("refused by the test"),
+            .contains("No space left on device"),
         "{failed:?}"
     );
     assert_eq!(
