@@ -19,6 +19,7 @@ pub mod process;
 pub mod quickstart;
 pub mod report;
 pub mod scratch;
+pub mod soak;
 pub mod stream;
 pub mod transform;
 
@@ -95,6 +96,9 @@ pub enum Stage {
     Transform(transform::TransformArgs),
     /// `fintech quickstart`: wall time and peak memory of whole runs.
     Quickstart(quickstart::QuickstartArgs),
+    /// The whole pipeline for minutes under kills, skewed clocks, replays and bad input,
+    /// then every message reconciled from Kafka to the fact table (`scripts/soak.sh`).
+    Soak(soak::SoakArgs),
     /// Writes payment events as bronze files into a lake through the in-process producer and
     /// streamer: the input of the load and transform benchmarks.
     FillLake(fill::FillArgs),
@@ -110,6 +114,7 @@ impl BenchArgs {
             Stage::Load(args) => load::run(&args).await?,
             Stage::Transform(args) => transform::run(&args).await?,
             Stage::Quickstart(args) => quickstart::run(&args).await?,
+            Stage::Soak(args) => soak::run(&args).await?,
             Stage::FillLake(args) => fill::run(&args).await?,
         };
         let json = serde_json::to_string_pretty(&report)?;

@@ -29,9 +29,9 @@ use parquet::schema::types::ColumnPath;
 /// small enough that a reader can stream a file without holding it whole.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-/// The codec of bronze files. zstd at level 1 writes about as fast as LZ4 and snappy and
-/// compresses better than both; level 3 compresses a little better at about half the speed
-/// (the comparison is in `docs/benchmarks.md`, stage 2).
+/// The codec of bronze files. zstd at level 1 writes a third faster than level 3 and its
+/// files are as small; LZ4 and snappy write faster still, but their files are two-thirds
+/// larger (the comparison is in `docs/benchmarks.md`, stage 2).
 pub fn compression() -> Compression {
     Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default())
 }
