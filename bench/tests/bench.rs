@@ -109,13 +109,18 @@ fn bronze_reports_decode_and_encode_and_writes_the_json_file() {
         3_000,
         &[
             "decode_rows_per_sec",
+            "reference_decode_rows_per_sec",
+            "decode_speedup",
             "encode_rows_per_sec",
+            "codec_zstd1_rows_per_sec",
+            "codec_lz4_mb",
             "parquet_mb",
             "peak_rss_mb",
         ],
     );
     assert_eq!(report["dead_letters"], 0);
-    assert_eq!(report["targets"].as_array().unwrap().len(), 1);
+    // Decode alone, and decode with encode.
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2);
     let written: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(written, report);
 }
