@@ -108,8 +108,8 @@ impl Column {
 /// The columns of a payment event in bronze order: the event field by field (see
 /// `docs/events.md`), then where it came from in Kafka and when it was ingested. This is the
 /// one list: the bronze schema, the loader's reading, its `COPY` and its rejected rows follow
-/// it, and a test holds it against `raw.transactions`. The decoder's builders must append in
-/// this order (building a batch checks it).
+/// it, and a test holds it against `raw.transactions`. The decoder's builders are made from
+/// it, one per column of its type, and find their columns with [`column_index`].
 pub const TRANSACTION_COLUMNS: [Column; 23] = {
     use BronzeType::*;
     use Nullability::*;
