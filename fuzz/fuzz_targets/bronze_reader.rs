@@ -30,8 +30,9 @@ fuzz_target!(|bytes: &[u8]| {
             if check_columns(path.as_ref(), &batch).is_err() {
                 return;
             }
-            rows.add_batch(path.as_ref(), &batch, "00000000-0000-0000-0000-000000000000")
+            rows.add_batch(path.as_ref(), &batch, Default::default())
                 .unwrap();
         }
+        let _ = rows.take_copy_data(&Default::default());
     });
 });

@@ -106,6 +106,7 @@ async fn filled_lake(
     (folder, lake, positions, expected(7, count as usize))
 }
 
+on_every_warehouse!(every_value_reaches_silver_as_the_event_holds_it);
 on_every_warehouse!(a_run_accounts_for_every_row_in_the_audit_and_quality_tables);
 on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
@@ -453,6 +454,89 @@ async fn a_run_accounts_for_every_row_in_the_audit_and_quality_tables(options: W
     assert!(metric("invalid_rows", "non_positive_amount").await > 0);
     assert!(metric("nulls", "customer_id").await > 0);
     assert_eq!(health(&pool, &first).await, "healthy");
+    pool.close().await;
+}
+
+/// The loader writes PostgreSQL's binary form by hand (numerics in base 10,000, times from
+/// 2000-01-01, UUIDs as 16 bytes); each column of each loaded row reads back as the first
+/// event with that id holds it.
+async fn every_value_reaches_silver_as_the_event_holds_it(options: WarehouseOptions) {
+    use sqlx::Row as _;
+    let pool = options.connect_and_migrate().await.unwrap();
+    let count = 1_000;
+    let (_folder, lake, _, expected) = filled_lake(count).await;
+    let run = loader(&pool, &lake).run_once().await.unwrap();
+    assert_eq!(run.rows_loaded, expected.loaded);
+
+    let mut stream =
+        EventStream::new(&common::fill::faulty_stream(7), ProducerMetrics::default()).unwrap();
+    let mut checked = HashSet::new();
+    for _ in 0..count {
+        let payload = stream.next_message().unwrap().message.payload;
+        let Ok(event) = decode::decode(Some(&payload), 1 << 20) else {
+            continue;
+        };
+        if !valid(&event) || !checked.insert(event.event_id) {
+            continue;
+        }
+        let row = sqlx::query("select * from raw.transactions where event_id = $1")
+            .bind(event.event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let text = |column: &str| row.get::<String, _>(column);
+        let id = event.event_id;
+        assert_eq!(
+            row.get::<i32, _>("schema_version"),
+            i32::from(event.schema_version),
+            "{id}"
+        );
+        assert_eq!(text("transaction_id"), event.transaction_id, "{id}");
+        assert_eq!(text("status"), event.status.as_str(), "{id}");
+        assert_eq!(
+            row.get::<chrono::DateTime<Utc>, _>("event_time")
+                .timestamp_micros(),
+            event.event_time.timestamp_micros(),
+            "{id}"
+        );
+        assert_eq!(Some(text("customer_id")), event.customer_id, "{id}");
+        assert_eq!(text("merchant_id"), event.merchant_id, "{id}");
+        assert_eq!(text("merchant_name"), event.merchant_name, "{id}");
+        assert_eq!(text("category"), event.category, "{id}");
+        assert_eq!(row.get::<Decimal, _>("amount"), event.amount, "{id}");
+        assert_eq!(text("currency"), event.currency.as_str(), "{id}");
+        assert_eq!(
+            text("payment_method"),
+            event.payment_method.as_str(),
+            "{id}"
+        );
+        assert_eq!(text("city"), event.city, "{id}");
+        assert_eq!(text("state"), event.state, "{id}");
+        assert_eq!(text("country"), event.country, "{id}");
+        assert_eq!(
+            row.get::<Option<f64>, _>("latitude"),
+            event.latitude,
+            "{id}"
+        );
+        assert_eq!(
+            row.get::<Option<f64>, _>("longitude"),
+            event.longitude,
+            "{id}"
+        );
+        assert_eq!(row.get::<bool, _>("is_fraud"), event.is_fraud, "{id}");
+        assert_eq!(text("source"), event.source.as_str(), "{id}");
+        assert_eq!(row.get::<uuid::Uuid, _>("load_run_id"), run.run_id, "{id}");
+        assert!(
+            text("bronze_file").starts_with("bronze/transactions/"),
+            "{id}"
+        );
+        let ingested = row.get::<chrono::DateTime<Utc>, _>("ingested_at");
+        assert!(
+            (Utc::now() - ingested).num_minutes() < 10,
+            "{id}: ingested at {ingested}"
+        );
+    }
+    assert_eq!(checked.len() as u64, expected.loaded);
     pool.close().await;
 }
 

@@ -1,8 +1,9 @@
 //! `fintech load`: bronze Parquet into the silver tables of PostgreSQL, audited.
 //!
 //! A run finds the bronze files not loaded yet through the streamer's manifests, reads them,
-//! validates and de-duplicates their rows, and loads them with `COPY` into a temporary table
-//! followed by `INSERT … ON CONFLICT DO NOTHING`. [`Loader::load_in_one_transaction`] holds
+//! validates and de-duplicates their rows, and loads them file by file with a binary `COPY`
+//! straight into `raw.transactions`, leaving out the events it holds already.
+//! [`Loader::load_in_one_transaction`] holds
 //! the rule that makes every file load exactly once; every run, successful or not, leaves a
 //! row in `metadata.load_audit`.
 
@@ -485,8 +486,11 @@ impl Loader {
     /// **Invariant: incremental runs load a bronze file exactly once.** Discovery, the rows and the
     /// `metadata.loaded_files` rows of a run commit together, under an advisory lock that
     /// serialises loaders: a run that dies half way leaves nothing, a second loader sees the
-    /// first one's files as loaded, and `ON CONFLICT (event_id) DO NOTHING` keeps an event
-    /// that arrives in two files (a producer retry) to one row.
+    /// first one's files as loaded, and an event that arrives in two files (a producer retry)
+    /// stays one row: before each file's `COPY`, the run asks for the event ids
+    /// `raw.transactions` holds already and leaves those rows out. The lock is what makes that
+    /// question's answer hold until the commit; a writer that skipped it would meet the
+    /// primary key, which fails the run rather than store an event twice.
     ///
     /// A replay names its files instead of discovering them; it replaces their rejections,
     /// since validation may have changed, and records them as loaded again.
@@ -513,40 +517,11 @@ impl Loader {
             files_pending: discovery.files.len() as u64,
             ..Loaded::default()
         };
-        sqlx::query("create temporary table load_stage (like raw.transactions including defaults) on commit drop")
-            .execute(&mut *tx)
-            .await
-            .map_err(db("creating the staging table"))?;
         // Rows go to the server file by file, so a run holds one file's rows, not all of them.
         let mut rows = RunRows::new(self.config.event_time_bounds);
-        let columns = COPY_COLUMNS.as_str();
-        let mut copy = tx
-            .copy_in_raw(&format!(
-                "copy load_stage ({columns}) from stdin (format text)"
-            ))
-            .await
-            .map_err(db("starting COPY"))?;
-        let (files, mut quarantined) = match self
-            .copy_files(&discovery.files, &mut copy, &mut rows, &run_id.to_string())
-            .await
-        {
-            Ok(read) => read,
-            Err(error) => {
-                // The transaction rolls back anyway; failing the COPY keeps the connection
-                // usable for it.
-                let _ = copy.abort(error.to_string()).await;
-                return Err(error);
-            }
-        };
-        copy.finish().await.map_err(db("finishing COPY"))?;
-        loaded.rows_loaded = sqlx::query(&format!(
-            "insert into raw.transactions ({columns}) select {columns} from load_stage \
-             on conflict (event_id) do nothing"
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(db("inserting into raw.transactions"))?
-        .rows_affected();
+        let (files, mut quarantined) = self
+            .copy_files(&discovery.files, &mut tx, &mut rows, run_id, &mut loaded)
+            .await?;
 
         if replay {
             let paths: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
@@ -575,47 +550,94 @@ impl Loader {
         Ok(loaded)
     }
 
-    /// Reads `pending`, validates their rows into `rows` and sends the accepted ones through
-    /// `copy`, one file at a time. Returns each loaded file's path, size, ETag and rows read,
-    /// and the files set aside because they cannot be read.
+    /// Reads `pending`, validates their rows into `rows` and copies the accepted ones the
+    /// warehouse does not hold yet into `raw.transactions`, one file at a time, counting them
+    /// in `loaded`. Returns each loaded file's record and the files set aside because they
+    /// cannot be read.
+    ///
+    /// The server stores one file's rows while the next file is read and validated: the
+    /// server's side is most of a load's time, and this hides the loader's own behind it.
     async fn copy_files(
         &self,
         pending: &[PendingFile],
-        copy: &mut sqlx::postgres::PgCopyIn<&mut PgConnection>,
+        tx: &mut PgConnection,
         rows: &mut RunRows,
-        run_id: &str,
-    ) -> Result<(Vec<(String, i64, Option<String>, i64)>, Vec<Quarantined>), LoadError> {
+        run_id: Uuid,
+        loaded: &mut Loaded,
+    ) -> Result<(Vec<LoadedFile>, Vec<Quarantined>), LoadError> {
         let mut files = Vec::with_capacity(pending.len());
         let mut quarantined = Vec::new();
-        for file in pending {
-            let WholeFile {
-                size,
-                etag,
-                batches,
-            } = match self.read_whole(&file.path).await? {
-                Ok(read) => read,
-                Err(set_aside) => {
-                    quarantined.push(set_aside);
-                    continue;
-                }
+        let mut following = pending.iter();
+        let mut next = match following.next() {
+            Some(file) => Some(self.read_and_validate(file, rows, run_id).await?),
+            None => None,
+        };
+        while let Some(read) = next.take() {
+            match read {
+                Ok(file) => files.push(file),
+                Err(set_aside) => quarantined.push(set_aside),
+            }
+            let ids = rows.pending_event_ids();
+            let data = if ids.is_empty() {
+                None
+            } else {
+                let held: HashSet<Uuid> = sqlx::query_scalar(
+                    "select event_id from raw.transactions where event_id = any($1)",
+                )
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("looking up the events loaded already"))?
+                .into_iter()
+                .collect();
+                rows.take_copy_data(&held).map(|(data, _)| data)
             };
-            let before = rows.stats.read;
-            for batch in &batches {
-                rows.add_batch(file.path.as_ref(), batch, run_id)?;
-            }
-            if !rows.copy_text.is_empty() {
-                copy.send(std::mem::take(&mut rows.copy_text))
-                    .await
-                    .map_err(db("sending COPY data"))?;
-            }
-            files.push((
-                file.path.to_string(),
-                size,
-                etag,
-                count(rows.stats.read - before),
-            ));
+            next = match (data, following.next()) {
+                (Some(data), Some(file)) => {
+                    let (copied, read) = tokio::join!(
+                        copy_rows(&mut *tx, data),
+                        self.read_and_validate(file, rows, run_id)
+                    );
+                    loaded.rows_loaded += copied?;
+                    Some(read?)
+                }
+                (Some(data), None) => {
+                    loaded.rows_loaded += copy_rows(&mut *tx, data).await?;
+                    None
+                }
+                (None, Some(file)) => Some(self.read_and_validate(file, rows, run_id).await?),
+                (None, None) => None,
+            };
         }
         Ok((files, quarantined))
+    }
+
+    /// Reads `file` and validates its rows into `rows`: the file's record, or why it is set
+    /// aside.
+    async fn read_and_validate(
+        &self,
+        file: &PendingFile,
+        rows: &mut RunRows,
+        run_id: Uuid,
+    ) -> Result<Result<LoadedFile, Quarantined>, LoadError> {
+        let WholeFile {
+            size,
+            etag,
+            batches,
+        } = match self.read_whole(&file.path).await? {
+            Ok(read) => read,
+            Err(set_aside) => return Ok(Err(set_aside)),
+        };
+        let before = rows.stats.read;
+        for batch in &batches {
+            rows.add_batch(file.path.as_ref(), batch, run_id)?;
+        }
+        Ok(Ok((
+            file.path.to_string(),
+            size,
+            etag,
+            count(rows.stats.read - before),
+        )))
     }
 
     /// Reads a whole bronze file and checks its columns before any of its rows is used, so
@@ -778,6 +800,9 @@ impl QuarantineReason {
 }
 
 /// A bronze file read whole: its size, ETag and record batches.
+/// A loaded file's row of `metadata.loaded_files`: its path, size, ETag and rows read.
+type LoadedFile = (String, i64, Option<String>, i64);
+
 struct WholeFile {
     size: i64,
     etag: Option<String>,
@@ -854,7 +879,7 @@ async fn insert_rejections(
 
 async fn insert_loaded(
     tx: &mut PgConnection,
-    files: &[(String, i64, Option<String>, i64)],
+    files: &[LoadedFile],
     manifests: &[(String, NaiveDate)],
     run_id: Uuid,
 ) -> Result<(), LoadError> {
@@ -890,6 +915,24 @@ async fn insert_loaded(
     .await
     .map_err(db("recording loaded manifests"))?;
     Ok(())
+}
+
+/// Copies binary `COPY` rows into `raw.transactions`; returns how many the server stored.
+async fn copy_rows(tx: &mut PgConnection, data: Vec<u8>) -> Result<u64, LoadError> {
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "copy raw.transactions ({}) from stdin (format binary)",
+            COPY_COLUMNS.as_str()
+        ))
+        .await
+        .map_err(db("starting COPY"))?;
+    if let Err(error) = copy.send(data).await {
+        // The transaction rolls back anyway; failing the COPY keeps the connection usable
+        // for it.
+        let _ = copy.abort(error.to_string()).await;
+        return Err(db("sending COPY data")(error));
+    }
+    copy.finish().await.map_err(db("finishing COPY"))
 }
 
 /// A count as PostgreSQL's `bigint`, saturating instead of wrapping.

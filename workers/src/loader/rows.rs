@@ -2,6 +2,7 @@
 //! the rows sent to the warehouse's `COPY`, and the rejected rows with their reasons.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use arrow_array::cast::AsArray;
@@ -15,10 +16,8 @@ use arrow_array::{
 };
 
 use crate::bronze::schema::{BronzeType, Column, TRANSACTION_COLUMNS};
-use crate::warehouse::copy_text::{
-    end_copy_row, push_cents, push_display, push_float, push_raw, push_text, push_timestamp,
-    timestamp_text,
-};
+use crate::warehouse::copy_binary;
+use crate::warehouse::copy_text::timestamp_text;
 
 /// Largest amount `numeric(14, 2)` holds, in hundredths.
 const MAX_AMOUNT_CENTS: i128 = 99_999_999_999_999;
@@ -26,6 +25,9 @@ const MAX_AMOUNT_CENTS: i128 = 99_999_999_999_999;
 /// Columns of `raw.transactions` the loader fills beside the bronze ones: where each row
 /// came from.
 const LINEAGE_COLUMNS: [&str; 2] = ["bronze_file", "load_run_id"];
+
+/// Fields of each `COPY` row: the bronze columns, then lineage.
+const COPY_FIELDS: i16 = (TRANSACTION_COLUMNS.len() + LINEAGE_COLUMNS.len()) as i16;
 
 /// The silver columns filled from bronze, in `COPY` order: the bronze columns, then lineage.
 pub static COPY_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -152,10 +154,16 @@ impl EventTimeBounds {
 }
 
 /// The rows of one run, accumulated file by file.
+///
+/// Accepted rows wait as `COPY … (FORMAT binary)` rows until [`RunRows::take_copy_data`]:
+/// the loader first asks the warehouse which of their event ids it holds already, so that
+/// the rows can go straight into `raw.transactions` without `ON CONFLICT`.
 #[derive(Default)]
 pub struct RunRows {
-    /// `COPY … FROM STDIN` text of the accepted rows.
-    pub copy_text: Vec<u8>,
+    /// The `COPY` header and the binary rows accepted since the last take.
+    copy_rows: Vec<u8>,
+    /// Where each of those rows lies in `copy_rows`, and its event id.
+    pending: Vec<(Range<usize>, u128)>,
     /// Rows refused.
     pub rejections: Vec<Rejection>,
     /// Counts.
@@ -181,6 +189,8 @@ enum Cells<'a> {
     Int32(&'a Int32Array),
     Int64(&'a Int64Array),
     Text(&'a StringArray),
+    /// Text in bronze, `uuid` in silver.
+    Uuid(&'a StringArray),
     Boolean(&'a BooleanArray),
     Float64(&'a Float64Array),
     Amount(&'a Decimal128Array),
@@ -199,10 +209,13 @@ impl<'a> Cells<'a> {
         let cells = match column.bronze {
             BronzeType::Int32 => array.as_primitive_opt::<Int32Type>().map(Self::Int32),
             BronzeType::Int64 => array.as_primitive_opt::<Int64Type>().map(Self::Int64),
+            BronzeType::Text if column.silver == "uuid" => {
+                array.as_string_opt::<i32>().map(Self::Uuid)
+            }
             BronzeType::Text => array.as_string_opt::<i32>().map(Self::Text),
             BronzeType::Boolean => array.as_boolean_opt().map(Self::Boolean),
             BronzeType::Float64 => array.as_primitive_opt::<Float64Type>().map(Self::Float64),
-            // Hundredths are what the COPY text and the range check assume.
+            // Hundredths are what the COPY encoding and the range check assume.
             BronzeType::Amount => array
                 .as_primitive_opt::<Decimal128Type>()
                 .filter(|amounts| amounts.scale() == 2)
@@ -221,7 +234,7 @@ impl<'a> Cells<'a> {
         match self {
             Self::Int32(a) => *a,
             Self::Int64(a) => *a,
-            Self::Text(a) => *a,
+            Self::Text(a) | Self::Uuid(a) => *a,
             Self::Boolean(a) => *a,
             Self::Float64(a) => *a,
             Self::Amount(a) => *a,
@@ -230,21 +243,29 @@ impl<'a> Cells<'a> {
         }
     }
 
-    /// Appends the value of `row` as `COPY` text (`\N` for null).
-    fn push_copy(&self, line: &mut Vec<u8>, row: usize) {
+    /// Appends the value of `row` as a binary `COPY` field.
+    fn push_copy(&self, out: &mut Vec<u8>, row: usize) {
+        use copy_binary::*;
         if self.array().is_null(row) {
-            push_raw(line, "\\N");
+            push_null(out);
             return;
         }
         match self {
-            Self::Int32(a) => push_display(line, a.value(row)),
-            Self::Int64(a) => push_display(line, a.value(row)),
-            Self::Text(a) => push_text(line, a.value(row)),
-            Self::Boolean(a) => push_raw(line, if a.value(row) { "t" } else { "f" }),
-            Self::Float64(a) => push_float(line, Some(a.value(row))),
-            Self::Amount(a) => push_cents(line, a.value(row)),
-            Self::Micros(a) => push_timestamp(line, a.value(row)),
-            Self::Millis(a) => push_timestamp(line, a.value(row).saturating_mul(1_000)),
+            Self::Int32(a) => push_i32(out, a.value(row)),
+            Self::Int64(a) => push_i64(out, a.value(row)),
+            Self::Text(a) => push_text(out, a.value(row)),
+            // Validation refuses a row whose event id is not a UUID before it gets here, and
+            // a test keeps event_id the only uuid column; were another one added unchecked,
+            // NULL makes the server refuse the run rather than store a wrong value.
+            Self::Uuid(a) => match uuid::Uuid::try_parse(a.value(row)) {
+                Ok(id) => push_uuid(out, id.as_u128()),
+                Err(_) => push_null(out),
+            },
+            Self::Boolean(a) => push_bool(out, a.value(row)),
+            Self::Float64(a) => push_f64(out, a.value(row)),
+            Self::Amount(a) => push_hundredths(out, a.value(row)),
+            Self::Micros(a) => push_timestamp(out, a.value(row)),
+            Self::Millis(a) => push_timestamp(out, a.value(row).saturating_mul(1_000)),
         }
     }
 
@@ -257,7 +278,7 @@ impl<'a> Cells<'a> {
         match self {
             Self::Int32(a) => a.value(row).into(),
             Self::Int64(a) => a.value(row).into(),
-            Self::Text(a) => storable(a.value(row)).into(),
+            Self::Text(a) | Self::Uuid(a) => storable(a.value(row)).into(),
             Self::Boolean(a) => a.value(row).into(),
             Self::Float64(a) => {
                 serde_json::Number::from_f64(a.value(row)).map_or(Value::Null, Value::Number)
@@ -291,7 +312,7 @@ impl<'a> Checked<'a> {
             &cells[index]
         };
         let text = |name: &str| match cell(name) {
-            Cells::Text(array) => *array,
+            Cells::Text(array) | Cells::Uuid(array) => *array,
             _ => unreachable!("{name} is text"),
         };
         let micros = |name: &str| match cell(name) {
@@ -341,7 +362,7 @@ impl RunRows {
         &mut self,
         file: &str,
         batch: &RecordBatch,
-        run_id: &str,
+        run_id: uuid::Uuid,
     ) -> Result<(), SchemaMismatch> {
         let cells = TRANSACTION_COLUMNS
             .iter()
@@ -409,20 +430,65 @@ impl RunRows {
                 });
                 continue;
             }
-            if !event_id.is_some_and(|id| self.seen.insert(id.as_u128())) {
+            let Some(event_id) = event_id.map(|id| id.as_u128()) else {
+                unreachable!("a row whose event id is not a UUID is rejected above")
+            };
+            if !self.seen.insert(event_id) {
                 self.stats.duplicate_in_run += 1;
                 continue;
             }
             self.stats.accepted += 1;
-            let line = &mut self.copy_text;
-            for cells in &cells {
-                cells.push_copy(line, row);
+            let out = &mut self.copy_rows;
+            if out.is_empty() {
+                out.extend_from_slice(copy_binary::HEADER);
             }
-            push_text(line, file);
-            push_raw(line, run_id);
-            end_copy_row(line);
+            let start = out.len();
+            copy_binary::start_row(out, COPY_FIELDS);
+            for cells in &cells {
+                cells.push_copy(out, row);
+            }
+            copy_binary::push_text(out, file);
+            copy_binary::push_uuid(out, run_id.as_u128());
+            self.pending.push((start..out.len(), event_id));
         }
         Ok(())
+    }
+
+    /// The event ids of the rows accepted since the last [`RunRows::take_copy_data`].
+    pub fn pending_event_ids(&self) -> Vec<uuid::Uuid> {
+        self.pending
+            .iter()
+            .map(|(_, id)| uuid::Uuid::from_u128(*id))
+            .collect()
+    }
+
+    /// The rows accepted since the last take as `COPY … (FORMAT binary)` data, leaving out
+    /// those whose event id is in `loaded_already`, and how many rows it holds. `None` when
+    /// no row is left to send.
+    pub fn take_copy_data(
+        &mut self,
+        loaded_already: &HashSet<uuid::Uuid>,
+    ) -> Option<(Vec<u8>, u64)> {
+        let mut data = std::mem::take(&mut self.copy_rows);
+        let pending = std::mem::take(&mut self.pending);
+        let mut sent = pending.len() as u64;
+        if !loaded_already.is_empty() {
+            // Rare in an incremental run (a producer's retry in another file), the rule in a
+            // replay: the rows left are moved down over the ones already loaded.
+            let mut end = copy_binary::HEADER.len();
+            sent = 0;
+            for (range, id) in pending {
+                if !loaded_already.contains(&uuid::Uuid::from_u128(id)) {
+                    let len = range.len();
+                    data.copy_within(range, end);
+                    end += len;
+                    sent += 1;
+                }
+            }
+            data.truncate(end);
+        }
+        data.extend_from_slice(&copy_binary::TRAILER);
+        (sent > 0).then_some((data, sent))
     }
 }
 
@@ -441,6 +507,21 @@ mod tests {
     use crate::source::SourceMessage;
     use crate::synthetic::SyntheticGenerator;
     use rust_decimal::Decimal;
+
+    const RUN: uuid::Uuid = uuid::Uuid::from_u128(1);
+
+    /// The position of `name` in a `COPY` row.
+    fn column(name: &str) -> usize {
+        TRANSACTION_COLUMNS
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap()
+    }
+
+    /// The rows of binary `COPY` data, each field's bytes or `None` for NULL.
+    fn copy_rows(data: &[u8]) -> Vec<Vec<Option<&[u8]>>> {
+        crate::warehouse::copy_binary::read_rows(data).expect("binary COPY data")
+    }
 
     fn batch(edit: impl Fn(usize, &mut PaymentEvent)) -> RecordBatch {
         let mut generator = SyntheticGenerator::new(4, 0.0);
@@ -471,11 +552,9 @@ mod tests {
             _ => {}
         });
         let mut rows = RunRows::default();
-        rows.add_batch("f1", &batch, "00000000-0000-0000-0000-000000000001")
-            .unwrap();
+        rows.add_batch("f1", &batch, RUN).unwrap();
         // The same file again: every valid row is a duplicate within the run.
-        rows.add_batch("f1", &batch, "00000000-0000-0000-0000-000000000001")
-            .unwrap();
+        rows.add_batch("f1", &batch, RUN).unwrap();
         assert_eq!(rows.stats.read, 20);
         assert_eq!(rows.stats.accepted, 6);
         assert_eq!(rows.stats.duplicate_in_run, 6);
@@ -486,15 +565,67 @@ mod tests {
         assert_eq!(rows.rejections[0].reason, RejectReason::MissingCustomerId);
         assert_eq!(rows.rejections[0].offset, 1);
 
-        let text = String::from_utf8(rows.copy_text).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6);
+        let (data, sent) = rows.take_copy_data(&HashSet::new()).unwrap();
+        assert_eq!(sent, 6);
+        let copied = copy_rows(&data);
+        assert_eq!(copied.len(), 6);
         assert!(
-            lines
+            copied
                 .iter()
-                .all(|l| l.split('\t').count() == COPY_COLUMNS.split(',').count())
+                .all(|row| row.len() == COPY_COLUMNS.split(',').count())
         );
-        assert!(text.contains("tab\\there\\nnewline \\\\ backslash"));
+        // Binary fields carry text as it is, nothing escaped.
+        let merchant = column("merchant_name");
+        assert_eq!(
+            copied[1][merchant], // offset 5: rows 1 to 4 are rejected
+            Some("tab\there\nnewline \\ backslash".as_bytes())
+        );
+        // The lineage: the file, then the run as 16 bytes.
+        assert_eq!(copied[0][COPY_FIELDS as usize - 2], Some(&b"f1"[..]));
+        assert_eq!(
+            copied[0][COPY_FIELDS as usize - 1],
+            Some(&RUN.as_bytes()[..])
+        );
+        assert!(rows.take_copy_data(&HashSet::new()).is_none());
+    }
+
+    #[test]
+    fn rows_the_warehouse_holds_already_are_left_out_of_the_copy() {
+        let mut rows = RunRows::default();
+        rows.add_batch("f1", &batch(|_, _| {}), RUN).unwrap();
+        let ids = rows.pending_event_ids();
+        assert_eq!(ids.len(), 10);
+        let held: HashSet<uuid::Uuid> = [ids[0], ids[4], ids[9]].into();
+        let (data, sent) = rows.take_copy_data(&held).unwrap();
+        assert_eq!(sent, 7);
+        let event_id = column("event_id");
+        let copied: Vec<uuid::Uuid> = copy_rows(&data)
+            .iter()
+            .map(|row| uuid::Uuid::from_slice(row[event_id].unwrap()).unwrap())
+            .collect();
+        let expected: Vec<uuid::Uuid> = ids
+            .iter()
+            .filter(|id| !held.contains(id))
+            .copied()
+            .collect();
+        assert_eq!(copied, expected);
+
+        // A file whose every row is held already sends nothing.
+        rows.add_batch("f2", &batch(|_, _| {}), RUN).unwrap();
+        let held: HashSet<uuid::Uuid> = rows.pending_event_ids().into_iter().collect();
+        assert!(rows.take_copy_data(&held).is_none());
+        assert!(rows.pending_event_ids().is_empty());
+    }
+
+    #[test]
+    fn event_id_is_the_one_column_read_as_text_and_stored_as_uuid() {
+        // A second such column would need validation of its own before push_copy.
+        let uuids: Vec<&str> = TRANSACTION_COLUMNS
+            .iter()
+            .filter(|c| c.bronze == BronzeType::Text && c.silver == "uuid")
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(uuids, ["event_id"]);
     }
 
     #[test]
@@ -520,8 +651,7 @@ mod tests {
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
 
         let mut rows = RunRows::default();
-        rows.add_batch("f1", &batch, "00000000-0000-0000-0000-000000000001")
-            .unwrap();
+        rows.add_batch("f1", &batch, RUN).unwrap();
         assert_eq!(rows.stats.accepted, 6);
         let reasons: Vec<(i64, RejectReason)> = rows
             .rejections
@@ -541,7 +671,15 @@ mod tests {
         let row = &rows.rejections[0].row;
         assert_eq!(row["merchant_name"], "Ac\u{fffd}me");
         assert_eq!(row.as_object().unwrap().len(), TRANSACTION_COLUMNS.len());
-        assert!(!String::from_utf8(rows.copy_text).unwrap().contains('\0'));
+        let (data, _) = rows.take_copy_data(&HashSet::new()).unwrap();
+        let copied = copy_rows(&data);
+        assert_eq!(copied.len(), 6);
+        let merchant = column("merchant_name");
+        assert!(
+            copied
+                .iter()
+                .all(|row| !row[merchant].unwrap().contains(&0))
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! embedded PostgreSQL of the quickstart) and applying the migrations that ship inside the
 //! binary.
 
+pub mod copy_binary;
 pub mod copy_text;
 #[cfg(feature = "embedded")]
 mod embedded;
