@@ -186,6 +186,8 @@ async fn load_reports_copy_against_the_row_by_row_baseline() {
             "mb_per_sec",
             "insert_rows_per_sec",
             "copy_speedup",
+            "server_copy_seconds",
+            "server_share",
             "peak_rss_mb",
         ],
     );

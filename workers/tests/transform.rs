@@ -8,7 +8,7 @@ mod common;
 
 use common::{fresh_database, testenv_var};
 use fintech_workers::transform::project::embedded_files;
-use fintech_workers::transform::{self, Project, TransformOptions};
+use fintech_workers::transform::{self, NodeStatus, Project, TransformOptions};
 use fintech_workers::warehouse::WarehouseOptions;
 use sqlx::PgPool;
 
@@ -202,6 +202,7 @@ on_every_warehouse!(a_fact_whose_columns_changed_is_rebuilt_once);
 on_every_warehouse!(a_rerun_changes_nothing_and_every_step_is_recorded);
 on_every_warehouse!(a_failing_data_test_reports_a_sample_of_its_rows);
 on_every_warehouse!(a_model_that_cannot_be_built_names_the_statement_and_the_reason);
+on_every_warehouse!(a_failing_column_test_reports_its_own_count_beside_its_passing_neighbours);
 
 async fn every_mart_matches_figures_computed_by_hand(options: WarehouseOptions) {
     let (pool, _) = built(options).await;
@@ -362,10 +363,21 @@ async fn a_fact_whose_columns_changed_is_rebuilt_once(options: WarehouseOptions)
 async fn a_rerun_changes_nothing_and_every_step_is_recorded(options: WarehouseOptions) {
     let (pool, project) = built(options).await;
     insert(&pool, &T3_SETTLED).await;
-    assert!(!run(&pool, &project, false).await.failed());
+    let settled = run(&pool, &project, false).await;
+    assert!(!settled.failed());
+    let merged = |report: &transform::TransformReport| {
+        report
+            .nodes
+            .iter()
+            .find(|n| n.node == "marts.fact_transactions")
+            .and_then(|n| n.rows)
+    };
+    // Only the settled payment changed; the others in the window are left as they are.
+    assert_eq!(merged(&settled), Some(1));
     let before = summary(&pool).await;
     let again = run(&pool, &project, false).await;
     assert!(!again.failed());
+    assert_eq!(merged(&again), Some(0));
     assert_eq!(summary(&pool).await, before);
     let facts: i64 = sqlx::query_scalar("select count(*) from marts.fact_transactions")
         .fetch_one(&pool)
@@ -402,6 +414,61 @@ async fn a_failing_data_test_reports_a_sample_of_its_rows(options: WarehouseOpti
         "{failures}"
     );
     assert!(failures.contains("\"transaction_id\":\"T2\""), "{failures}");
+    pool.close().await;
+}
+
+/// The runner counts the failures of a model's column tests in one scan; a test with failures
+/// still reports its own count and sample, and the model's other column tests pass.
+async fn a_failing_column_test_reports_its_own_count_beside_its_passing_neighbours(
+    options: WarehouseOptions,
+) {
+    let (pool, _) = built(options).await;
+    // FAILED is no longer accepted: the fixture's failed payment T4 breaks the test.
+    let files = embedded_files()
+        .into_iter()
+        .map(|(path, text)| match path.as_str() {
+            "models/staging/stg_transactions.sql" => (
+                path,
+                text.replace(
+                    "accepted_values status PENDING, SUCCESS, FAILED",
+                    "accepted_values status PENDING, SUCCESS",
+                ),
+            ),
+            _ => (path, text),
+        })
+        .collect();
+    let project = Project::from_files(files).unwrap();
+    let report = run(&pool, &project, false).await;
+    let test = |name: &str| {
+        report
+            .nodes
+            .iter()
+            .find(|n| n.node == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    };
+    let failing = test("accepted_values_staging_stg_transactions_status");
+    assert_eq!(failing.status, NodeStatus::Failed);
+    assert_eq!(failing.rows, Some(1), "one status value outside the list");
+    let sample = failing.error.as_deref().unwrap();
+    assert!(sample.contains("\"status\":\"FAILED\""), "{sample}");
+    for passing in [
+        "not_null_staging_stg_transactions_status",
+        "not_null_staging_stg_transactions_amount",
+        "accepted_values_intermediate_int_transactions_enriched_part_of_day",
+    ] {
+        assert_eq!(test(passing).status, NodeStatus::Success, "{passing}");
+        assert_eq!(test(passing).rows, Some(0), "{passing}");
+    }
+    assert_eq!(
+        report
+            .failures()
+            .lines()
+            .filter(|l| l.starts_with("test "))
+            .count(),
+        1,
+        "{}",
+        report.failures()
+    );
     pool.close().await;
 }
 

@@ -1,6 +1,6 @@
 -- Merchants as their latest event names them.
 -- grain: one row per merchant_id
--- materialized: view
+-- materialized: table
 -- test: unique merchant_id
 -- test: not_null merchant_id, merchant_name, category
 

@@ -199,6 +199,19 @@ pub struct DataTest {
     pub sql: String,
     /// Models it reads.
     pub depends_on: BTreeSet<String>,
+    /// For a test of one column of one model, the condition that picks its failing rows:
+    /// the runner counts the failures of all such tests of a model in one scan of its table
+    /// and runs a test's own query only when it has failures to show.
+    pub screen: Option<Screen>,
+}
+
+/// The failing rows of a column test, as a condition on its model's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screen {
+    /// The model's table, `schema.name`.
+    pub table: String,
+    /// The condition a failing row meets.
+    pub failing: String,
 }
 
 /// One seed table.
@@ -292,6 +305,7 @@ impl Project {
                         name: identifier(&path, file.trim_end_matches(".sql"))?,
                         sql: text,
                         depends_on: BTreeSet::new(),
+                        screen: None,
                     };
                     custom_tests.push((path, test));
                 }
@@ -646,23 +660,35 @@ fn generic_tests(model: &Model) -> Vec<DataTest> {
                     name: format!("unique_{short}_{}", columns.join("_")),
                     sql: format!("select {list}, count(*) as occurrences from {table} group by {list} having count(*) > 1"),
                     depends_on: BTreeSet::from([model.name.clone()]),
+                    screen: None,
                 }
             }
-            GenericTest::NotNull(column) => DataTest {
-                name: format!("not_null_{short}_{column}"),
-                sql: format!("select * from {table} where {column} is null"),
-                depends_on: BTreeSet::from([model.name.clone()]),
-            },
+            GenericTest::NotNull(column) => {
+                let failing = format!("{column} is null");
+                DataTest {
+                    name: format!("not_null_{short}_{column}"),
+                    sql: format!("select * from {table} where {failing}"),
+                    depends_on: BTreeSet::from([model.name.clone()]),
+                    screen: Some(Screen {
+                        table: table.clone(),
+                        failing,
+                    }),
+                }
+            }
             GenericTest::AcceptedValues { column, values } => {
                 let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
+                let failing = format!("{column} not in ({})", quoted.join(", "));
                 DataTest {
                     name: format!("accepted_values_{short}_{column}"),
                     sql: format!(
                         "select {column}, count(*) as occurrences from {table} \
-                         where {column} not in ({}) group by {column}",
-                        quoted.join(", ")
+                         where {failing} group by {column}"
                     ),
                     depends_on: BTreeSet::from([model.name.clone()]),
+                    screen: Some(Screen {
+                        table: table.clone(),
+                        failing,
+                    }),
                 }
             }
             GenericTest::Relationships { column, to_model, to_column } => DataTest {
@@ -673,6 +699,7 @@ fn generic_tests(model: &Model) -> Vec<DataTest> {
                      where child.{column} is not null and parent.{to_column} is null"
                 ),
                 depends_on: BTreeSet::from([model.name.clone(), to_model.clone()]),
+                screen: None,
             },
         })
         .collect()
@@ -684,6 +711,37 @@ mod tests {
 
     fn file(path: &str, text: &str) -> (String, String) {
         (path.to_owned(), text.to_owned())
+    }
+
+    #[test]
+    fn column_tests_are_screened_on_their_model_and_the_others_run_alone() {
+        let project = Project::embedded().unwrap();
+        let test = |name: &str| project.tests.iter().find(|t| t.name == name).unwrap();
+        let screen = |name: &str| test(name).screen.clone().map(|s| (s.table, s.failing));
+        assert_eq!(
+            screen("not_null_marts_fact_transactions_amount_inr"),
+            Some((
+                "marts.fact_transactions".to_owned(),
+                "amount_inr is null".to_owned()
+            ))
+        );
+        assert_eq!(
+            screen("accepted_values_staging_stg_transactions_status"),
+            Some((
+                "staging.stg_transactions".to_owned(),
+                "status not in ('PENDING', 'SUCCESS', 'FAILED')".to_owned()
+            ))
+        );
+        // The screen picks the rows the test's own query reports.
+        let own = &test("not_null_marts_fact_transactions_amount_inr").sql;
+        assert!(own.ends_with("where amount_inr is null"), "{own}");
+        for alone in [
+            "unique_marts_fact_transactions_transaction_id",
+            "relationships_marts_fact_transactions_customer_id",
+            "assert_fact_amounts_positive",
+        ] {
+            assert_eq!(screen(alone), None, "{alone}");
+        }
     }
 
     #[test]
