@@ -216,7 +216,11 @@ async fn transform_reports_a_full_refresh_and_an_incremental_run() {
         &report,
         "transform",
         3_000,
-        &["incremental_seconds", "incremental_fact_rows_merged"],
+        &[
+            "incremental_seconds",
+            "incremental_fact_rows_merged",
+            "incremental_share",
+        ],
     );
     assert_eq!(report["incremental_new_rows"], 500);
     assert_eq!(report["data_tests_failed"], 0);

@@ -8,21 +8,25 @@
 //! or as the `operator` stage of `scripts/bench.sh`
 //! ```
 //!
-//! Needs a cluster in `KUBECONFIG` with the CRD installed (the test environment's
-//! kube-apiserver will do: `scripts/testenv.sh up`). It starts the release `fintech-operator`
-//! built next to it, watching a fresh namespace, and removes the namespace at the end.
+//! Needs a cluster in `KUBECONFIG` (the test environment's kube-apiserver will do:
+//! `scripts/testenv.sh up`). It installs or updates the CRD first, so that it runs from a
+//! clean start, then starts the release `fintech-operator` built next to it, watching a fresh
+//! namespace, and removes the namespace at the end.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Parser;
 use fintech_operator::crd::FintechPipeline;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::conditions::is_crd_established;
 use kube::runtime::wait::await_condition;
-use kube::{Api, Client};
+use kube::{Api, Client, CustomResourceExt};
 
 /// Flags of the benchmark.
 #[derive(Debug, Parser)]
@@ -52,6 +56,7 @@ impl Drop for Operator {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::try_default().await?;
+    install_crd(&client).await?;
     let namespace = format!("bench-operator-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -68,6 +73,28 @@ async fn main() -> anyhow::Result<()> {
         .delete(&namespace, &DeleteParams::default())
         .await?;
     result
+}
+
+/// Installs the CRD this build serves, or brings an installed one up to date, and waits
+/// until the API server serves it.
+async fn install_crd(client: &Client) -> anyhow::Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = FintechPipeline::crd();
+    let name = crd.metadata.name.clone().context("the CRD has a name")?;
+    crds.patch(
+        &name,
+        &PatchParams::apply("fintech-bench").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("installing the FintechPipeline CRD")?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, &name, is_crd_established()),
+    )
+    .await
+    .context("the FintechPipeline CRD was not established within 60 s")??;
+    Ok(())
 }
 
 fn named(name: &str) -> ObjectMeta {

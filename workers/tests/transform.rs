@@ -203,6 +203,8 @@ on_every_warehouse!(a_rerun_changes_nothing_and_every_step_is_recorded);
 on_every_warehouse!(a_failing_data_test_reports_a_sample_of_its_rows);
 on_every_warehouse!(a_model_that_cannot_be_built_names_the_statement_and_the_reason);
 on_every_warehouse!(a_failing_column_test_reports_its_own_count_beside_its_passing_neighbours);
+on_every_warehouse!(an_incremental_run_ranks_only_the_payments_loaded_within_its_window);
+on_every_warehouse!(a_staging_table_built_before_it_merged_is_rebuilt_with_its_key);
 
 async fn every_mart_matches_figures_computed_by_hand(options: WarehouseOptions) {
     let (pool, _) = built(options).await;
@@ -414,6 +416,110 @@ async fn a_failing_data_test_reports_a_sample_of_its_rows(options: WarehouseOpti
         "{failures}"
     );
     assert!(failures.contains("\"transaction_id\":\"T2\""), "{failures}");
+    pool.close().await;
+}
+
+/// Staging and the intermediate table merge only the payments with an event loaded within
+/// the window (here: T7, loaded a day ago, and T3, whose settlement arrives now), not the
+/// payments loaded ten days ago; a full refresh reads them all again.
+async fn an_incremental_run_ranks_only_the_payments_loaded_within_its_window(
+    options: WarehouseOptions,
+) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    for event in &FIXTURE {
+        insert(&pool, event).await;
+    }
+    let shift = |transactions: &'static str, days: i32| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "update raw.transactions set loaded_at = loaded_at - make_interval(days => $2) \
+                 where transaction_id = any(string_to_array($1, ','))",
+            )
+            .bind(transactions)
+            .bind(days)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    shift("T1,T2,T3,T4,T5", 10).await;
+    shift("T7", 1).await;
+    let project = Project::embedded().unwrap();
+    assert!(!run(&pool, &project, false).await.failed());
+
+    // A change that no load made (a hand edit of silver, dated with the old load time):
+    // only a run that re-reads every payment sees it.
+    sqlx::query("update raw.transactions set merchant_id = 'M9' where transaction_id = 'T1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    insert(&pool, &T3_SETTLED).await;
+    let incremental = run(&pool, &project, false).await;
+    assert!(!incremental.failed(), "{}", incremental.failures());
+    let staged = |transaction: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, String)>(
+                "select status, merchant_id from intermediate.int_transactions_enriched \
+                 where transaction_id = $1",
+            )
+            .bind(transaction)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(staged("T3").await, ("SUCCESS".to_owned(), "M1".to_owned()));
+    assert_eq!(staged("T1").await, ("SUCCESS".to_owned(), "M1".to_owned()));
+    let rows = |node: &str| {
+        incremental
+            .nodes
+            .iter()
+            .find(|n| n.node == node)
+            .and_then(|n| n.rows)
+    };
+    assert_eq!(rows("staging.stg_transactions"), Some(1));
+    assert_eq!(rows("intermediate.int_transactions_enriched"), Some(1));
+
+    let full = run(&pool, &project, true).await;
+    assert!(!full.failed(), "{}", full.failures());
+    assert_eq!(staged("T1").await, ("SUCCESS".to_owned(), "M9".to_owned()));
+    pool.close().await;
+}
+
+/// Staging was a plain table before it merged incrementally: a warehouse upgraded from then
+/// has the table without a primary key, and the first run rebuilds it in full with one.
+async fn a_staging_table_built_before_it_merged_is_rebuilt_with_its_key(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
+    let model = project
+        .models
+        .iter()
+        .find(|m| m.name == "staging.stg_transactions")
+        .unwrap();
+    sqlx::query("drop table staging.stg_transactions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "create table staging.stg_transactions as {}",
+        model.select()
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    insert(&pool, &T3_SETTLED).await;
+    let report = run(&pool, &project, false).await;
+    assert!(!report.failed(), "{}", report.failures());
+    let keyed: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_constraint \
+         where conrelid = 'staging.stg_transactions'::regclass and contype = 'p')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(keyed);
+    assert_eq!(fact_status(&pool, "T3").await, "SUCCESS");
     pool.close().await;
 }
 

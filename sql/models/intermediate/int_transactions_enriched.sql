@@ -1,6 +1,9 @@
--- Payments with time features, city tier, amount in INR and amount band.
+-- Payments with time features, city tier, amount in INR and amount band. An incremental run
+-- reads only the payments staging changed within the window.
 -- grain: one row per transaction_id
--- materialized: table
+-- materialized: incremental
+-- unique_key: transaction_id
+-- incremental_column: last_loaded_at
 -- test: unique transaction_id
 -- test: not_null amount_inr, payment_date, part_of_day, amount_band
 -- test: accepted_values part_of_day morning, afternoon, evening, night
@@ -9,6 +12,7 @@
 with transactions as (
 
     select * from staging.stg_transactions
+    -- incremental: where last_loaded_at >= {since}
 
 ),
 

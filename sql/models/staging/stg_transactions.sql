@@ -1,6 +1,10 @@
--- Latest event of each payment, cleaned and typed.
+-- Latest event of each payment, cleaned and typed. An incremental run ranks again only the
+-- payments with an event loaded within the window (all of their events, so the latest and
+-- the first are right) and merges them on transaction_id.
 -- grain: one row per transaction_id
--- materialized: table
+-- materialized: incremental
+-- unique_key: transaction_id
+-- incremental_column: last_loaded_at
 -- test: unique transaction_id
 -- test: not_null transaction_id, status, payment_time, status_updated_at, customer_id, amount, last_loaded_at
 -- test: accepted_values status PENDING, SUCCESS, FAILED
@@ -8,6 +12,7 @@
 with transactions as (
 
     select * from raw.transactions
+    -- incremental: where transaction_id in (select transaction_id from raw.transactions where loaded_at >= {since})
 
 ),
 

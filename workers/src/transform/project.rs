@@ -173,10 +173,31 @@ pub struct Model {
     pub depends_on: BTreeSet<String>,
 }
 
+/// Starts a line of an incremental model that only its incremental runs read: the rest of
+/// the line is SQL in which `{since}` stands for the start of the run's window.
+pub const INCREMENTAL_MARKER: &str = "-- incremental:";
+
 impl Model {
-    /// The select statement without a trailing semicolon, ready to be embedded.
+    /// The select statement without a trailing semicolon, ready to be embedded. A full
+    /// refresh runs it as written, where the `-- incremental:` lines are comments.
     pub fn select(&self) -> &str {
         self.sql.trim().trim_end_matches(';')
+    }
+
+    /// The select statement of an incremental run: each `-- incremental:` line uncommented,
+    /// with `{since}` replaced by `since`. This is how a model reads only what changed
+    /// before its window functions and joins rather than filtering their output.
+    pub fn incremental_select(&self, since: &str) -> String {
+        self.select()
+            .lines()
+            .map(
+                |line| match line.trim_start().strip_prefix(INCREMENTAL_MARKER) {
+                    Some(filter) => filter.replace("{since}", since),
+                    None => line.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -530,6 +551,22 @@ fn parse_model(path: &str, layer: &str, stem: &str, text: &str) -> Result<Model,
             "an incremental model needs `unique_key:` and `incremental_column:`".to_owned(),
         ));
     }
+    for filter in text
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix(INCREMENTAL_MARKER))
+    {
+        if model.materialized != Materialized::Incremental {
+            return Err(header_error(format!(
+                "`{INCREMENTAL_MARKER}` lines belong to incremental models; this one is {:?}",
+                model.materialized
+            )));
+        }
+        if !filter.contains("{since}") {
+            return Err(header_error(format!(
+                "`{INCREMENTAL_MARKER}{filter}` does not use {{since}}, the start of the window"
+            )));
+        }
+    }
     Ok(model)
 }
 
@@ -809,6 +846,41 @@ mod tests {
             "-- test: not_null x; drop table y\nselect 1",
         )]);
         assert!(injection.is_err());
+    }
+
+    #[test]
+    fn an_incremental_run_reads_the_filter_lines_a_full_refresh_skips() {
+        let text = "-- materialized: incremental\n-- unique_key: id\n-- incremental_column: at\n\
+                    select * from raw.events\n    -- incremental: where at >= {since}\n";
+        let project =
+            Project::from_files(vec![file("models/staging/stg_events.sql", text)]).unwrap();
+        let model = &project.models[0];
+        assert!(
+            model
+                .select()
+                .ends_with("-- incremental: where at >= {since}")
+        );
+        assert_eq!(
+            model.incremental_select("now() - interval '1 day'"),
+            "-- materialized: incremental\n-- unique_key: id\n-- incremental_column: at\n\
+             select * from raw.events\n where at >= now() - interval '1 day'"
+        );
+
+        let misplaced = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            "-- materialized: table\nselect 1\n-- incremental: where true and {since} is not null",
+        )]);
+        assert!(
+            misplaced
+                .unwrap_err()
+                .to_string()
+                .contains("incremental models")
+        );
+        let windowless = Project::from_files(vec![file(
+            "models/staging/a.sql",
+            &text.replace("{since}", "now()"),
+        )]);
+        assert!(windowless.unwrap_err().to_string().contains("{since}"));
     }
 
     #[test]

@@ -650,6 +650,11 @@ impl Runner<'_> {
             tracing::info!(model = %name, "the model's columns changed; rebuilding it in full");
             incremental = false;
         }
+        // A table built before the model became incremental has no key to merge on.
+        if incremental && !has_primary_key(&mut tx, model).await? {
+            tracing::info!(model = %name, "the model's table has no primary key yet; rebuilding it in full");
+            incremental = false;
+        }
         let rows = if incremental {
             merge(&mut tx, model, options.lookback_days).await?
         } else {
@@ -711,6 +716,24 @@ impl Runner<'_> {
     }
 }
 
+/// Whether the table of `model` has a primary key.
+async fn has_primary_key(tx: &mut PgConnection, model: &Model) -> Result<bool, NodeError> {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_constraint c \
+         join pg_class t on t.oid = c.conrelid join pg_namespace n on n.oid = t.relnamespace \
+         where n.nspname = $1 and t.relname = $2 and c.contype = 'p')",
+    )
+    .bind(&model.schema)
+    .bind(model.name.split('.').nth(1).unwrap_or_default())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(node_db(
+        NodeKind::Model,
+        &model.name,
+        "looking up the primary key",
+    ))
+}
+
 /// Whether the table of `model` has exactly the columns its query returns, in any order.
 async fn same_columns(tx: &mut PgConnection, model: &Model) -> Result<bool, NodeError> {
     use sqlx::Executor as _;
@@ -766,13 +789,19 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
     // A row the window brings back unchanged is left as it is: rewriting it would cost a new
     // row version and index entries for every payment in the window, which after a backfill
     // is most of the table.
+    // The window starts the lookback before the latest change the model has merged; the
+    // model's `-- incremental:` lines read only what changed since then, and its output is
+    // held to the same window.
+    let since = format!(
+        "(coalesce((select max({column}) from {name}), '-infinity') - make_interval(days => $1))"
+    );
     let statement = format!(
         "insert into {name} as target ({list}) \
          select {list} from ({sql}) as model \
-         where model.{column} >= coalesce((select max({column}) from {name}), '-infinity') - make_interval(days => $1) \
+         where model.{column} >= {since} \
          on conflict ({key}) do update set {updates} \
          where (target.*) is distinct from (excluded.*)",
-        sql = model.select(),
+        sql = model.incremental_select(&since),
         updates = updates.join(", "),
     );
     let rows = sqlx::query(&statement)
