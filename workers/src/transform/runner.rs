@@ -655,6 +655,13 @@ impl Runner<'_> {
             tracing::info!(model = %name, "the model's table has no primary key yet; rebuilding it in full");
             incremental = false;
         }
+        // Merging costs several times what building costs per row, so a window that holds
+        // most of the table (after a backfill, or history loaded at once) is cheaper to
+        // rebuild; a rebuild reads everything again, so it never gives less than the merge.
+        if incremental && window_share(&mut tx, model, options.lookback_days).await? > 0.5 {
+            tracing::info!(model = %name, "the window holds most of the table; rebuilding it in full");
+            incremental = false;
+        }
         let rows = if incremental {
             merge(&mut tx, model, options.lookback_days).await?
         } else {
@@ -714,6 +721,44 @@ impl Runner<'_> {
         .map_err(db("sampling the failing rows"))?;
         Err(NodeError::FailingRows { count, sample })
     }
+}
+
+/// The start of an incremental model's window: `lookback_days` (bound as `$1`) before the
+/// latest change its table holds.
+fn window_start(model: &Model, column: &str) -> String {
+    let name = &model.name;
+    format!(
+        "(coalesce((select max({column}) from {name}), '-infinity') - make_interval(days => $1))"
+    )
+}
+
+/// The share of the rows of an incremental model's table that fall in its window.
+async fn window_share(
+    tx: &mut PgConnection,
+    model: &Model,
+    lookback_days: u32,
+) -> Result<f64, NodeError> {
+    let Some(column) = &model.incremental_column else {
+        return Ok(0.0);
+    };
+    let since = window_start(model, column);
+    let (inside, all): (i64, i64) = sqlx::query_as(&format!(
+        "select count(*) filter (where {column} >= {since}), count(*) from {}",
+        model.name
+    ))
+    .bind(i32::try_from(lookback_days).unwrap_or(i32::MAX))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(node_db(
+        NodeKind::Model,
+        &model.name,
+        "measuring the window",
+    ))?;
+    Ok(if all == 0 {
+        1.0
+    } else {
+        inside as f64 / all as f64
+    })
 }
 
 /// Whether the table of `model` has a primary key.
@@ -792,9 +837,7 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
     // The window starts the lookback before the latest change the model has merged; the
     // model's `-- incremental:` lines read only what changed since then, and its output is
     // held to the same window.
-    let since = format!(
-        "(coalesce((select max({column}) from {name}), '-infinity') - make_interval(days => $1))"
-    );
+    let since = window_start(model, column);
     let statement = format!(
         "insert into {name} as target ({list}) \
          select {list} from ({sql}) as model \
