@@ -22,6 +22,19 @@ step() {
   echo "==> $label: $(($(date +%s) - start)) s"
 }
 
+# Each change of a crate links new test binaries (about 0.5 GB each) beside the old ones,
+# and cargo never removes those; keeping the newest of each name keeps the cache from
+# filling the disk. A binary removed by mistake is only linked again by the next build.
+prune_old_test_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  [[ -d $deps ]] || return 0
+  find "$deps" -maxdepth 1 -type f -executable -regextype posix-extended \
+    -regex '.*/[A-Za-z0-9_-]+-[0-9a-f]{16}' -printf '%T@ %p\n' |
+    sort -rn |
+    awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (seen[name]++) print $2 }' |
+    xargs -r rm -f
+}
+
 command -v cargo >/dev/null || { echo "cargo is required; install Rust with rustup" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
@@ -29,6 +42,7 @@ step "format check" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets --locked -- -D warnings
 # Build the tests before starting the services, so the services are not left idle.
 step "build tests" cargo test --workspace --locked --no-run
+step "prune old test binaries" prune_old_test_binaries
 
 trap 'scripts/testenv.sh down' EXIT
 step "test environment" scripts/testenv.sh up
