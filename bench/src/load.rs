@@ -367,11 +367,6 @@ fn bind_field<'q>(
     kind: FieldType,
     field: Option<&[u8]>,
 ) -> anyhow::Result<Query<'q>> {
-    fn fixed<const N: usize>(bytes: &[u8]) -> anyhow::Result<[u8; N]> {
-        bytes
-            .try_into()
-            .with_context(|| format!("a field of {} bytes, not {N}", bytes.len()))
-    }
     Ok(match kind {
         FieldType::Uuid => query.bind(field.map(uuid::Uuid::from_slice).transpose()?),
         FieldType::Text => query.bind(field.map(|f| String::from_utf8(f.to_vec())).transpose()?),
@@ -396,24 +391,27 @@ fn bind_field<'q>(
     })
 }
 
+/// A fixed-width binary field as its `N` bytes.
+fn fixed<const N: usize>(bytes: &[u8]) -> anyhow::Result<[u8; N]> {
+    bytes
+        .try_into()
+        .with_context(|| format!("a field of {} bytes, not {N}", bytes.len()))
+}
+
 /// A binary `timestamptz` (µs since 2000-01-01) as a time; the infinities as the ends of
 /// chrono's range, which the loader's rows never hold.
 fn timestamp(bytes: [u8; 8]) -> chrono::DateTime<chrono::Utc> {
-    const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-    let micros = i64::from_be_bytes(bytes).saturating_add(POSTGRES_EPOCH_MICROS);
+    let micros = i64::from_be_bytes(bytes).saturating_add(copy_binary::POSTGRES_EPOCH_MICROS);
     chrono::DateTime::from_timestamp_micros(micros)
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 /// A binary `numeric` (base-10,000 digits) as a decimal.
 fn numeric(bytes: &[u8]) -> anyhow::Result<rust_decimal::Decimal> {
-    let word = |i: usize| -> anyhow::Result<i16> { Ok(i16::from_be_bytes(fixed_at(bytes, i)?)) };
-    fn fixed_at(bytes: &[u8], i: usize) -> anyhow::Result<[u8; 2]> {
-        bytes
-            .get(i..i + 2)
-            .and_then(|b| b.try_into().ok())
-            .context("a numeric field cut short")
-    }
+    let word = |i: usize| -> anyhow::Result<i16> {
+        let bytes = bytes.get(i..i + 2).context("a numeric field cut short")?;
+        Ok(i16::from_be_bytes(fixed(bytes)?))
+    };
     let (ndigits, weight, sign) = (word(0)?, word(2)?, word(4)? as u16);
     // value × 10,000 = Σ digit × 10,000^(weight − i + 1): every digit the loader writes
     // stands for 10,000^-1 or more.

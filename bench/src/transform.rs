@@ -201,12 +201,7 @@ async fn silver_rows(pool: &PgPool) -> anyhow::Result<u64> {
 }
 
 fn node_rows(report: &TransformReport, node: &str) -> i64 {
-    report
-        .nodes
-        .iter()
-        .find(|n| n.node == node)
-        .and_then(|n| n.rows)
-        .unwrap_or_default()
+    report.node(node).and_then(|n| n.rows).unwrap_or_default()
 }
 
 fn failed_tests(report: &TransformReport) -> usize {

@@ -195,16 +195,22 @@ async fn loaded_days_ago(pool: &PgPool, transactions: &str, days: i32) {
     .unwrap();
 }
 
+/// A migrated warehouse holding the fixture in silver, every row loaded now.
+async fn with_fixture(options: WarehouseOptions) -> PgPool {
+    let pool = options.connect_and_migrate().await.unwrap();
+    for event in &FIXTURE {
+        insert(&pool, event).await;
+    }
+    pool
+}
+
 /// A warehouse holding the fixture in silver, built once: the pool and the project.
 ///
 /// The fixture reached silver over time, as production's history does: T1 to T5 ten days
 /// ago and T7 a day ago. An incremental run's window then holds T7 and what arrives next,
 /// not the whole table (which the runner would rebuild instead of merging).
 async fn built(options: WarehouseOptions) -> (PgPool, Project) {
-    let pool = options.connect_and_migrate().await.unwrap();
-    for event in &FIXTURE {
-        insert(&pool, event).await;
-    }
+    let pool = with_fixture(options).await;
     loaded_days_ago(&pool, "T1,T2,T3,T4,T5", 10).await;
     loaded_days_ago(&pool, "T7", 1).await;
     let project = Project::embedded().unwrap();
@@ -388,11 +394,7 @@ async fn a_rerun_changes_nothing_and_every_step_is_recorded(options: WarehouseOp
     let settled = run(&pool, &project, false).await;
     assert!(!settled.failed());
     let merged = |report: &transform::TransformReport| {
-        report
-            .nodes
-            .iter()
-            .find(|n| n.node == "marts.fact_transactions")
-            .and_then(|n| n.rows)
+        report.node("marts.fact_transactions").and_then(|n| n.rows)
     };
     // Only the settled payment changed; the others in the window are left as they are.
     assert_eq!(merged(&settled), Some(1));
@@ -471,13 +473,7 @@ async fn an_incremental_run_ranks_only_the_payments_loaded_within_its_window(
     };
     assert_eq!(staged("T3").await, ("SUCCESS".to_owned(), "M1".to_owned()));
     assert_eq!(staged("T1").await, ("SUCCESS".to_owned(), "M1".to_owned()));
-    let rows = |node: &str| {
-        incremental
-            .nodes
-            .iter()
-            .find(|n| n.node == node)
-            .and_then(|n| n.rows)
-    };
+    let rows = |node: &str| incremental.node(node).and_then(|n| n.rows);
     assert_eq!(rows("staging.stg_transactions"), Some(1));
     assert_eq!(rows("intermediate.int_transactions_enriched"), Some(1));
 
@@ -492,22 +488,13 @@ async fn an_incremental_run_ranks_only_the_payments_loaded_within_its_window(
 async fn a_window_holding_most_of_a_table_rebuilds_it_instead_of_merging(
     options: WarehouseOptions,
 ) {
-    let pool = options.connect_and_migrate().await.unwrap();
-    for event in &FIXTURE {
-        insert(&pool, event).await;
-    }
+    let pool = with_fixture(options).await;
     let project = Project::embedded().unwrap();
     assert!(!run(&pool, &project, false).await.failed());
     insert(&pool, &T3_SETTLED).await;
     let second = run(&pool, &project, false).await;
     assert!(!second.failed(), "{}", second.failures());
-    let rows = |node: &str| {
-        second
-            .nodes
-            .iter()
-            .find(|n| n.node == node)
-            .and_then(|n| n.rows)
-    };
+    let rows = |node: &str| second.node(node).and_then(|n| n.rows);
     // A rebuild reports the rows the table holds; a merge would report the one it changed.
     assert_eq!(rows("staging.stg_transactions"), Some(6));
     assert_eq!(rows("marts.fact_transactions"), Some(6));
@@ -574,9 +561,7 @@ async fn a_failing_column_test_reports_its_own_count_beside_its_passing_neighbou
     let report = run(&pool, &project, false).await;
     let test = |name: &str| {
         report
-            .nodes
-            .iter()
-            .find(|n| n.node == name)
+            .node(name)
             .unwrap_or_else(|| panic!("no node {name}"))
     };
     let failing = test("accepted_values_staging_stg_transactions_status");
@@ -641,13 +626,11 @@ async fn a_model_that_cannot_be_built_names_the_statement_and_the_reason(
 #[ignore = "needs the test environment: scripts/test.sh"]
 async fn a_failing_data_test_makes_the_command_exit_non_zero() {
     let url = fresh_database(&testenv_var("DATABASE_URL")).await;
-    let pool = WarehouseOptions::url(&url, 1)
-        .connect_and_migrate()
+    // The fixture is committed; the command connects on its own.
+    with_fixture(WarehouseOptions::url(&url, 1))
         .await
-        .unwrap();
-    for event in &FIXTURE {
-        insert(&pool, event).await;
-    }
+        .close()
+        .await;
     let folder = tempfile::tempdir().unwrap();
     for (path, text) in embedded_files() {
         let text = if path == "seeds/fx_rates.csv" {

@@ -110,6 +110,11 @@ pub struct TransformReport {
 }
 
 impl TransformReport {
+    /// The result of the seed, model or test named `name`, if the run reached it.
+    pub fn node(&self, name: &str) -> Option<&NodeResult> {
+        self.nodes.iter().find(|n| n.node == name)
+    }
+
     /// Whether anything failed.
     pub fn failed(&self) -> bool {
         self.nodes.iter().any(|n| n.status == NodeStatus::Failed)

@@ -14,7 +14,7 @@ pub const HEADER: &[u8; 19] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 pub const TRAILER: [u8; 2] = (-1_i16).to_be_bytes();
 
 /// Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch for timestamps.
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// 0001-01-01 00:00:00 UTC in microseconds since 1970: the first time the text form wrote.
 const YEAR_1_MICROS: i64 = -62_135_596_800_000_000;
@@ -123,15 +123,16 @@ pub fn push_hundredths(out: &mut Vec<u8>, hundredths: i128) {
         weight = 0;
     }
 
-    let mut field = Vec::with_capacity(8 + 2 * used.len());
-    field.extend_from_slice(&(used.len() as i16).to_be_bytes());
-    field.extend_from_slice(&weight.to_be_bytes());
-    field.extend_from_slice(&(if used.is_empty() { POSITIVE } else { sign }).to_be_bytes());
-    field.extend_from_slice(&2_i16.to_be_bytes());
+    // Written in place: this runs for every row the loader copies.
+    let len = 8 + 2 * used.len() as i32;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&(used.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&(if used.is_empty() { POSITIVE } else { sign }).to_be_bytes());
+    out.extend_from_slice(&2_i16.to_be_bytes());
     for digit in used {
-        field.extend_from_slice(&digit.to_be_bytes());
+        out.extend_from_slice(&digit.to_be_bytes());
     }
-    push_field(out, &field);
 }
 
 /// The fields of binary `COPY` data written with this module, row by row (`None` for NULL);
