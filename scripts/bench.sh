@@ -4,11 +4,12 @@
 # writes every figure with the machine they ran on to one JSON file:
 #
 #   scripts/bench.sh                  every stage
-#   scripts/bench.sh load transform   only these (generate bronze stream load transform quickstart
-#                                     operator)
+#   scripts/bench.sh load transform   only these (generate bronze stream stream-pair load
+#                                     transform quickstart operator)
 #
 # Stages the benchmark issue measures on one core run pinned to core $FINTECH_BENCH_CORE
-# (default 1) with taskset; the services themselves are not pinned. The test environment is
+# (default 1) with taskset; the services themselves are not pinned. `stream-pair` is the
+# stream stage with two streamers in one consumer group, on both cores, over 4 partitions. The test environment is
 # started only when it is not running, and then stopped again at the end. Results go to
 # $FINTECH_CACHE/bench/<timestamp>.json, with each stage's log and summary beside it.
 set -euo pipefail
@@ -19,7 +20,7 @@ export FINTECH_CACHE="${FINTECH_CACHE:-$HOME/.cache/fintech}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$FINTECH_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 CORE="${FINTECH_BENCH_CORE:-1}"
-ALL_STAGES=(generate bronze stream load transform quickstart operator)
+ALL_STAGES=(generate bronze stream stream-pair load transform quickstart operator)
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -35,7 +36,7 @@ command -v taskset >/dev/null || die "taskset (util-linux) is required to pin st
 
 needs_services=0
 for stage in "${stages[@]}"; do
-  case $stage in stream | load | transform | operator) needs_services=1 ;; esac
+  case $stage in stream | stream-pair | load | transform | operator) needs_services=1 ;; esac
 done
 
 log "building the release binary into $CARGO_TARGET_DIR"
@@ -75,17 +76,21 @@ log "load average before: $BENCH_LOAD_BEFORE"
 
 for stage in "${stages[@]}"; do
   pin=()
+  subcommand=$stage
   case $stage in
     generate) args=() ; pin=(taskset -c "$CORE") ;;
     bronze) args=() ; pin=(taskset -c "$CORE") ;;
     stream) args=(--bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" --lake-url "$LAKE") ; pin=(taskset -c "$CORE") ;;
+    stream-pair)
+      subcommand=stream
+      args=(--bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" --lake-url "$LAKE" --streamers 2 --partitions 4) ;;
     load) args=(--database-url "$DATABASE_URL" --lake-url "$LAKE") ; pin=(taskset -c "$CORE") ;;
     transform) args=(--database-url "$DATABASE_URL" --lake-url "$LAKE") ;;
     quickstart) args=() ;;
     operator) args=() ;;
   esac
   log "stage $stage${pin:+ (pinned to core $CORE)}"
-  command=("$BIN" --log-format json "$stage")
+  command=("$BIN" --log-format json "$subcommand")
   # The operator is its own binary; its benchmark starts it against the test API server.
   [[ $stage == operator ]] && command=("$CARGO_TARGET_DIR/release/examples/apply_to_ready" --runs 20)
   "${pin[@]}" "${command[@]}" "${args[@]}" --json "$RUN_DIR/$stage.json" \
@@ -118,6 +123,8 @@ reports = []
 for stage in stages:
     with open(os.path.join(env["BENCH_RUN_DIR"], stage + ".json")) as f:
         report = json.load(f)
+    # stream-pair runs the stream subcommand; the table names the stage.
+    report["stage"] = stage
     report["pinned_to_core"] = int(env["BENCH_CORE"]) if stage in pinned else None
     reports.append(report)
 result = {

@@ -23,7 +23,7 @@ use super::process;
 use super::report::{MB, Report, Target};
 use super::scratch::{self, Scratch};
 use fintech_workers::bronze::Lake;
-use fintech_workers::loader::rows::{COPY_COLUMNS, RunRows};
+use fintech_workers::loader::rows::{COPY_COLUMNS, Lineage, RunRows};
 use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::warehouse::WarehouseOptions;
@@ -275,7 +275,10 @@ async fn insert_row_by_row(
     rows: u64,
 ) -> anyhow::Result<(u64, std::time::Duration)> {
     let (statement, types) = insert_statement(pool).await?;
-    let run_id = uuid::Uuid::new_v4();
+    let lineage = Lineage {
+        run_id: uuid::Uuid::new_v4(),
+        loaded_at: chrono::Utc::now(),
+    };
     let started = Instant::now();
     let mut valid = RunRows::default();
     for file in files {
@@ -289,7 +292,7 @@ async fn insert_row_by_row(
             .await
             .with_context(|| format!("reading {file}"))?;
         for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-            valid.add_batch(file, &batch?, run_id)?;
+            valid.add_batch(file, &batch?, lineage)?;
         }
     }
     let Some((data, _)) = valid.take_copy_data(&HashSet::new()) else {

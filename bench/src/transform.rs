@@ -43,14 +43,14 @@ pub struct TransformArgs {
     #[arg(long, default_value_t = u64::from(super::PAYMENTS_PER_DAY), value_parser = clap::value_parser!(u64).range(1..))]
     pub increment_rows: u64,
 
-    /// The runner's --lookback-days for the incremental run.
-    #[arg(long, default_value_t = 3)]
-    pub lookback_days: u32,
+    /// The runner's --lookback-seconds for the incremental run.
+    #[arg(long, default_value_t = fintech_workers::transform::DEFAULT_LOOKBACK.as_secs())]
+    pub lookback_seconds: u64,
 
     /// Date the first rows as loaded when their events happened, ending an hour before the
     /// increment, instead of minutes before it. In production the history reached silver
-    /// day by day, so an incremental run's window (`--lookback-days` of load time) holds
-    /// the last days of it and the increment, not the whole history.
+    /// day by day, so an incremental run's window (the lookback before the latest load it
+    /// merged) holds the end of it and the increment, not the whole history.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub history_loaded_over_time: bool,
 
@@ -74,7 +74,7 @@ pub async fn run(args: &TransformArgs) -> anyhow::Result<Report> {
     report
         .parameter("rows", args.rows)
         .parameter("increment_rows", args.increment_rows)
-        .parameter("lookback_days", args.lookback_days)
+        .parameter("lookback_seconds", args.lookback_seconds)
         .parameter("history_loaded_over_time", args.history_loaded_over_time)
         .parameter("lake_url", lake.lake_url.clone());
     let result = measure(args, &lake, &mut scratch, &mut report).await;
@@ -117,7 +117,7 @@ async fn measure(
     let options = TransformOptions {
         select: None,
         full_refresh: true,
-        lookback_days: args.lookback_days,
+        lookback: Duration::from_secs(args.lookback_seconds),
     };
     let (full, elapsed) = timed_run(&pool, &project, &options).await?;
     report

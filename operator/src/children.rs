@@ -153,8 +153,8 @@ pub fn config_map(pipeline: &FintechPipeline) -> ConfigMap {
             spec.loader.interval_seconds.to_string(),
         ),
         (
-            "FINTECH_LOOKBACK_DAYS",
-            spec.transform.lookback_days.to_string(),
+            "FINTECH_LOOKBACK_SECONDS",
+            spec.transform.lookback_seconds.to_string(),
         ),
     ]);
     if !spec.object_store.endpoint.is_empty() {

@@ -250,10 +250,12 @@ pub struct TransformSpec {
     /// IANA time zone of the schedule; UTC when empty.
     #[serde(default)]
     pub time_zone: String,
-    /// Days an incremental run re-reads before the latest change already merged.
+    /// Seconds before the latest change already merged at which an incremental run starts
+    /// re-reading. Loads stamp their rows in the order they commit, so this only has to
+    /// cover the warehouse's clock stepping back.
     #[serde(default = "default_lookback")]
-    #[schemars(range(min = 0, max = 365))]
-    pub lookback_days: i32,
+    #[schemars(range(min = 0, max = 31_536_000))]
+    pub lookback_seconds: i32,
     /// Suspend the schedule (manual runs still work).
     #[serde(default)]
     pub suspend: bool,
@@ -466,7 +468,7 @@ impl Default for TransformSpec {
         Self {
             schedule: default_schedule(),
             time_zone: String::new(),
-            lookback_days: default_lookback(),
+            lookback_seconds: default_lookback(),
             suspend: false,
             active_deadline_seconds: default_active_deadline(),
             resources: None,
@@ -531,8 +533,9 @@ fn default_load_interval() -> i32 {
 fn default_schedule() -> String {
     "0 2 * * *".to_owned()
 }
+/// Ten minutes, the workers' own default.
 fn default_lookback() -> i32 {
-    3
+    600
 }
 /// An hour: a full refresh of a million silver rows with every data test takes about 15 s
 /// (docs/benchmarks.md), and a run waiting for another one's lock gives up after the

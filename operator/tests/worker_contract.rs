@@ -24,7 +24,7 @@ fn pipelines() -> Vec<FintechPipeline> {
                          "malformedRate": 0, "duplicateRate": 0},
             "streamer": {"replicas": 0, "batchIntervalSeconds": 1, "maxBatchRows": 1},
             "loader": {"intervalSeconds": 1},
-            "transform": {"lookbackDays": 0}
+            "transform": {"lookbackSeconds": 0}
         }"#,
         r#"{
             "kafka": {"partitions": 1000},
@@ -33,7 +33,7 @@ fn pipelines() -> Vec<FintechPipeline> {
             "streamer": {"replicas": 1000, "batchIntervalSeconds": 3600,
                          "maxBatchRows": 10000000},
             "loader": {"intervalSeconds": 86400},
-            "transform": {"lookbackDays": 365}
+            "transform": {"lookbackSeconds": 31536000}
         }"#,
         r#"{
             "objectStore": {"endpoint": "http://minio:9000", "bucketUrl": "s3://lake/x"},
@@ -41,7 +41,7 @@ fn pipelines() -> Vec<FintechPipeline> {
                          "malformedRate": 0.01, "duplicateRate": 0.02},
             "streamer": {"replicas": 2, "batchIntervalSeconds": 5, "maxBatchRows": 500},
             "loader": {"intervalSeconds": 15},
-            "transform": {"lookbackDays": 7, "timeZone": "Asia/Kolkata"}
+            "transform": {"lookbackSeconds": 3600, "timeZone": "Asia/Kolkata"}
         }"#,
     ];
     specs

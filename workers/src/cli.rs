@@ -316,9 +316,11 @@ pub struct TransformArgs {
     #[arg(long, env = "FINTECH_FULL_REFRESH")]
     full_refresh: bool,
 
-    /// Days before the latest change already in an incremental model that a run re-reads.
-    #[arg(long, env = "FINTECH_LOOKBACK_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=365))]
-    lookback_days: u32,
+    /// Seconds before the latest change already in an incremental model that a run starts
+    /// re-reading. Loads stamp rows in the order they commit, so this only covers the
+    /// warehouse's clock stepping back.
+    #[arg(long, env = "FINTECH_LOOKBACK_SECONDS", default_value_t = crate::transform::DEFAULT_LOOKBACK.as_secs(), value_parser = clap::value_parser!(u64).range(0..=31_536_000))]
+    lookback_seconds: u64,
 
     /// Print the models in run order with what each reads, and the data tests; run nothing.
     #[arg(long)]
@@ -636,7 +638,7 @@ async fn transform_command(args: TransformArgs) -> anyhow::Result<()> {
     let options = TransformOptions {
         select: args.select.clone(),
         full_refresh: args.full_refresh,
-        lookback_days: args.lookback_days,
+        lookback: Duration::from_secs(args.lookback_seconds),
     };
     let report = transform::run(&pool, &project, &options).await?;
     for node in &report.nodes {

@@ -14,7 +14,8 @@ use fintech_workers::bronze::schema::{Nullability, TRANSACTION_COLUMNS};
 use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::loader::{
-    Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule, UnauditedFailure,
+    LOAD_LOCK, Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule,
+    UnauditedFailure,
 };
 use fintech_workers::producer::{EventStream, ProducerMetrics};
 use fintech_workers::source::CommittedPositions;
@@ -112,6 +113,72 @@ on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
 on_every_warehouse!(an_unreadable_bronze_file_is_set_aside_and_the_others_load);
 on_every_warehouse!(an_unreachable_object_store_fails_the_run_and_the_next_one_loads);
+
+/// Incremental transforms read silver from the latest `loaded_at` they merged, so a run that
+/// commits after another must never stamp its rows before it: a run that waited for the
+/// load lock stamps its rows when it took the lock, not when its transaction began.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_run_that_waited_for_the_load_lock_stamps_its_rows_after_the_run_it_waited_for() {
+    use sqlx::Connection as _;
+    let url = fresh_database(&testenv_var("DATABASE_URL")).await;
+    let pool = WarehouseOptions::url(&url, 2)
+        .connect_and_migrate()
+        .await
+        .unwrap();
+    let (_folder, lake, _, expected) = filled_lake(1_000).await;
+    // Another loader's run, holding the lock.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut other_run = other.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(LOAD_LOCK)
+        .execute(&mut *other_run)
+        .await
+        .unwrap();
+
+    let waiting = tokio::spawn({
+        let loader = loader(&pool, &lake);
+        async move { loader.run_once().await }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while scalar(
+        &pool,
+        "select count(*) from pg_locks where locktype = 'advisory' and not granted",
+    )
+    .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never waited for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let released: chrono::DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()")
+        .fetch_one(&mut *other_run)
+        .await
+        .unwrap();
+    other_run.commit().await.unwrap();
+
+    let run = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        (run.status, run.rows_loaded),
+        (RunStatus::Success, expected.loaded)
+    );
+    let (earliest, latest): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) =
+        sqlx::query_as("select min(loaded_at), max(loaded_at) from raw.transactions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        earliest >= released,
+        "rows stamped {earliest}, before the run they waited for released the lock at {released}"
+    );
+    assert_eq!(earliest, latest, "one run stamps its rows with one time");
+    other.close().await.unwrap();
+    pool.close().await;
+}
 
 /// The object store cannot be reached while a run reads bronze: that is no bad file to set
 /// aside but an outage. The run fails, audited and rolled back, and the next run, once the

@@ -258,11 +258,7 @@ async fn every_arbitrary_message_ends_in_exactly_one_place_and_no_run_fails(
         assert_eq!((after - before) as u64, run.rows_loaded);
 
         // Gold: every model builds from what silver took in.
-        let options = TransformOptions {
-            select: None,
-            full_refresh: false,
-            lookback_days: 3,
-        };
+        let options = TransformOptions::default();
         let report = transform::run(&pool, &Project::embedded().unwrap(), &options)
             .await
             .unwrap();

@@ -15,15 +15,12 @@ use std::time::{Duration, Instant};
 
 use common::{fresh_database, testenv_var};
 use fintech_workers::bronze::Lake;
-use fintech_workers::loader::{Loader, LoaderConfig, LoaderMetrics, RunStatus};
+use fintech_workers::loader::{LOAD_LOCK, Loader, LoaderConfig, LoaderMetrics, RunStatus};
 use fintech_workers::storage::StorageOptions;
 use fintech_workers::transform::{self, Project, TransformError, TransformOptions};
 use fintech_workers::warehouse::{EmbeddedWarehouse, WarehouseOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
-/// The loader's advisory lock key (`LOAD_LOCK` in `workers/src/loader/mod.rs`, documented in
-/// docs/architecture.md).
-const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
 /// The transform runner's advisory lock key (`TRANSFORM_LOCK` in
 /// `workers/src/transform/runner.rs`, documented in docs/architecture.md).
 const TRANSFORM_LOCK: i64 = 0x6669_6e74_6563_6802;

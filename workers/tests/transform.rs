@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{fresh_database, testenv_var};
 use fintech_workers::transform::project::embedded_files;
 use fintech_workers::transform::{self, NodeStatus, Project, TransformOptions};
@@ -153,11 +155,15 @@ async fn insert(pool: &PgPool, event: &Event) {
     .unwrap();
 }
 
+/// The lookback of the tests' incremental runs: the fixture's payments were loaded days
+/// apart, and the tests place them before or within three days of the latest.
+const LOOKBACK: Duration = Duration::from_secs(3 * 86_400);
+
 async fn run(pool: &PgPool, project: &Project, full_refresh: bool) -> transform::TransformReport {
     let options = TransformOptions {
         select: None,
         full_refresh,
-        lookback_days: 3,
+        lookback: LOOKBACK,
     };
     transform::run(pool, project, &options).await.unwrap()
 }
@@ -231,6 +237,9 @@ on_every_warehouse!(a_failing_column_test_reports_its_own_count_beside_its_passi
 on_every_warehouse!(an_incremental_run_ranks_only_the_payments_loaded_within_its_window);
 on_every_warehouse!(a_staging_table_built_before_it_merged_is_rebuilt_with_its_key);
 on_every_warehouse!(a_window_holding_most_of_a_table_rebuilds_it_instead_of_merging);
+on_every_warehouse!(an_incremental_run_names_each_merchant_as_a_full_refresh_does);
+on_every_warehouse!(a_passing_test_of_a_merged_model_then_checks_the_rows_merged);
+on_every_warehouse!(a_failing_test_keeps_checking_every_row_until_it_passes);
 
 async fn every_mart_matches_figures_computed_by_hand(options: WarehouseOptions) {
     let (pool, _) = built(options).await;
@@ -533,7 +542,149 @@ async fn a_staging_table_built_before_it_merged_is_rebuilt_with_its_key(options:
     .await
     .unwrap();
     assert!(keyed);
+    let indexed: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_indexes where schemaname = 'staging' \
+         and tablename = 'stg_transactions' and indexdef like '%(last_loaded_at)')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(indexed, "the window's index is built with the key");
     assert_eq!(fact_status(&pool, "T3").await, "SUCCESS");
+    pool.close().await;
+}
+
+/// Silver gains an event of K1 dated before the event that named K1, and one of M2 dated
+/// after. The incremental run reads only those events beside the names staging holds, and
+/// names every merchant as a full refresh, which reads every event, does.
+async fn an_incremental_run_names_each_merchant_as_a_full_refresh_does(options: WarehouseOptions) {
+    let (pool, project) = built(options).await;
+    for (merchant, name, time) in [
+        ("K1", "K1 Early Name", "2026-11-01 00:00:00+00"),
+        ("M2", "M2 New Name", "2026-11-05 00:00:00+00"),
+    ] {
+        sqlx::query(
+            "insert into raw.transactions (event_id, transaction_id, status, event_time, \
+             customer_id, merchant_id, merchant_name, category, amount, currency, payment_method, \
+             city, state, country, latitude, longitude, is_fraud, source, schema_version, \
+             kafka_partition, kafka_offset, kafka_timestamp, ingested_at, bronze_file, load_run_id) \
+             select gen_random_uuid(), 'R-' || merchant_id, status, $3::timestamptz, customer_id, \
+             merchant_id, $2, category, amount, currency, payment_method, city, state, country, \
+             latitude, longitude, is_fraud, source, schema_version, kafka_partition, kafka_offset, \
+             kafka_timestamp, now(), bronze_file, gen_random_uuid() \
+             from raw.transactions where merchant_id = $1 limit 1",
+        )
+        .bind(merchant)
+        .bind(name)
+        .bind(time)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let names = || async {
+        sqlx::query_scalar::<_, String>(
+            "select merchant_id || ' ' || merchant_name from staging.stg_merchants order by 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let incremental = run(&pool, &project, false).await;
+    assert!(!incremental.failed(), "{}", incremental.failures());
+    let expected = ["K1 K1 Store", "M1 M1 Store", "M2 M2 New Name"];
+    assert_eq!(names().await, expected);
+    // A merge reports the one merchant it renamed; a rebuild would report all three.
+    let merged = incremental.node("staging.stg_merchants").unwrap();
+    assert_eq!(merged.rows, Some(1));
+
+    let full = run(&pool, &project, true).await;
+    assert!(!full.failed(), "{}", full.failures());
+    assert_eq!(names().await, expected);
+    pool.close().await;
+}
+
+/// The scope `metadata.transform_runs` recorded for the test `node` in the run `run_id`.
+async fn test_scope(pool: &PgPool, run_id: uuid::Uuid, node: &str) -> String {
+    sqlx::query_scalar("select scope from metadata.transform_runs where run_id = $1 and node = $2")
+        .bind(run_id)
+        .bind(node)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Once a column test of an incremental model has passed, an incremental run checks only
+/// the rows it merged: with staging edited to give T3 a status outside the accepted list,
+/// T3's settlement brings T3 into the window and the test fails on it, while T1, spoiled by
+/// hand ten days of loads earlier and outside the window, is not counted.
+async fn a_passing_test_of_a_merged_model_then_checks_the_rows_merged(options: WarehouseOptions) {
+    let (pool, _) = built(options).await;
+    const TEST: &str = "accepted_values_staging_stg_transactions_status";
+    sqlx::query("update staging.stg_transactions set status = 'LOST' where transaction_id = 'T1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // The model changes, not its columns or its tests: the run merges it.
+    let files = embedded_files()
+        .into_iter()
+        .map(|(path, text)| match path.as_str() {
+            "models/staging/stg_transactions.sql" => (
+                path,
+                text.replace(
+                    "        event_id as latest_event_id,\n        status,",
+                    "        event_id as latest_event_id,\n        \
+                     case when transaction_id = 'T3' then 'LOST' else status end as status,",
+                ),
+            ),
+            _ => (path, text),
+        })
+        .collect();
+    let project = Project::from_files(files).unwrap();
+    insert(&pool, &T3_SETTLED).await;
+    let report = run(&pool, &project, false).await;
+    let test = report.node(TEST).unwrap();
+    assert_eq!(test.status, NodeStatus::Failed);
+    assert_eq!(test.rows, Some(1), "T3 only: {:?}", test.error);
+    assert!(test.error.as_deref().unwrap().contains("LOST"));
+    assert_eq!(test_scope(&pool, report.run_id, TEST).await, "window");
+    // The model's other tests passed last time, and hold over the window as well.
+    let unique = "unique_staging_stg_transactions_transaction_id";
+    assert_eq!(report.node(unique).unwrap().status, NodeStatus::Success);
+    assert_eq!(test_scope(&pool, report.run_id, unique).await, "window");
+    // A table rebuilt in full is checked in full.
+    let customers = "unique_marts_dim_customers_customer_id";
+    assert_eq!(test_scope(&pool, report.run_id, customers).await, "all");
+    pool.close().await;
+}
+
+/// A failed test checks every row again in the next run, so its failing rows cannot drop
+/// out of sight because the window moved on: the test below changes (FAILED no longer
+/// accepted), so it checks every row and finds T4; the next incremental run, whose window
+/// does not hold T4, finds it again.
+async fn a_failing_test_keeps_checking_every_row_until_it_passes(options: WarehouseOptions) {
+    let (pool, _) = built(options).await;
+    const TEST: &str = "accepted_values_staging_stg_transactions_status";
+    let files = embedded_files()
+        .into_iter()
+        .map(|(path, text)| match path.as_str() {
+            "models/staging/stg_transactions.sql" => (
+                path,
+                text.replace(
+                    "accepted_values status PENDING, SUCCESS, FAILED",
+                    "accepted_values status PENDING, SUCCESS",
+                ),
+            ),
+            _ => (path, text),
+        })
+        .collect();
+    let project = Project::from_files(files).unwrap();
+    for _ in 0..2 {
+        insert(&pool, &T3_SETTLED).await;
+        let report = run(&pool, &project, false).await;
+        let test = report.node(TEST).unwrap();
+        assert_eq!((test.status, test.rows), (NodeStatus::Failed, Some(1)));
+        assert_eq!(test_scope(&pool, report.run_id, TEST).await, "all");
+    }
     pool.close().await;
 }
 

@@ -28,10 +28,10 @@ use uuid::Uuid;
 
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
-use rows::{COPY_COLUMNS, EventTimeBounds, RowStats, RunRows};
+use rows::{COPY_COLUMNS, EventTimeBounds, Lineage, RowStats, RunRows};
 
 /// Key of the advisory lock that serialises load transactions across loaders.
-const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
+pub const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
 
 /// What a run looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,6 +505,13 @@ impl Loader {
             .execute(&mut *tx)
             .await
             .map_err(db("taking the load lock"))?;
+        // The server's clock once the lock is held, not the transaction's start: see
+        // `Lineage::loaded_at`.
+        let loaded_at: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the warehouse's clock"))?;
+        let lineage = Lineage { run_id, loaded_at };
         let replay = matches!(mode, Mode::Replay(_));
         let discovery = match mode {
             Mode::Incremental => self.discover(&mut tx).await?,
@@ -520,7 +527,7 @@ impl Loader {
         // Rows go to the server file by file, so a run holds one file's rows, not all of them.
         let mut rows = RunRows::new(self.config.event_time_bounds);
         let (files, mut quarantined) = self
-            .copy_files(&discovery.files, &mut tx, &mut rows, run_id, &mut loaded)
+            .copy_files(&discovery.files, &mut tx, &mut rows, lineage, &mut loaded)
             .await?;
 
         if replay {
@@ -562,14 +569,14 @@ impl Loader {
         pending: &[PendingFile],
         tx: &mut PgConnection,
         rows: &mut RunRows,
-        run_id: Uuid,
+        lineage: Lineage,
         loaded: &mut Loaded,
     ) -> Result<(Vec<LoadedFile>, Vec<Quarantined>), LoadError> {
         let mut files = Vec::with_capacity(pending.len());
         let mut quarantined = Vec::new();
         let mut following = pending.iter();
         let mut next = match following.next() {
-            Some(file) => Some(self.read_and_validate(file, rows, run_id).await?),
+            Some(file) => Some(self.read_and_validate(file, rows, lineage).await?),
             None => None,
         };
         while let Some(read) = next.take() {
@@ -596,7 +603,7 @@ impl Loader {
                 (Some(data), Some(file)) => {
                     let (copied, read) = tokio::join!(
                         copy_rows(&mut *tx, data),
-                        self.read_and_validate(file, rows, run_id)
+                        self.read_and_validate(file, rows, lineage)
                     );
                     loaded.rows_loaded += copied?;
                     Some(read?)
@@ -605,7 +612,7 @@ impl Loader {
                     loaded.rows_loaded += copy_rows(&mut *tx, data).await?;
                     None
                 }
-                (None, Some(file)) => Some(self.read_and_validate(file, rows, run_id).await?),
+                (None, Some(file)) => Some(self.read_and_validate(file, rows, lineage).await?),
                 (None, None) => None,
             };
         }
@@ -618,7 +625,7 @@ impl Loader {
         &self,
         file: &PendingFile,
         rows: &mut RunRows,
-        run_id: Uuid,
+        lineage: Lineage,
     ) -> Result<Result<LoadedFile, Quarantined>, LoadError> {
         let WholeFile {
             size,
@@ -630,7 +637,7 @@ impl Loader {
         };
         let before = rows.stats.read;
         for batch in &batches {
-            rows.add_batch(file.path.as_ref(), batch, run_id)?;
+            rows.add_batch(file.path.as_ref(), batch, lineage)?;
         }
         Ok(Ok((
             file.path.to_string(),

@@ -23,8 +23,20 @@ use crate::warehouse::copy_text::timestamp_text;
 const MAX_AMOUNT_CENTS: i128 = 99_999_999_999_999;
 
 /// Columns of `raw.transactions` the loader fills beside the bronze ones: where each row
-/// came from.
-const LINEAGE_COLUMNS: [&str; 2] = ["bronze_file", "load_run_id"];
+/// came from, and when it reached silver.
+const LINEAGE_COLUMNS: [&str; 3] = ["bronze_file", "load_run_id", "loaded_at"];
+
+/// What a load run stamps on every row it stores, beside the row's bronze file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The run, as `metadata.load_audit` knows it.
+    pub run_id: uuid::Uuid,
+    /// When the run took the load lock. Runs hold that lock until they commit, so this
+    /// orders runs as they commit, which the transaction's own start time (`now()`) does
+    /// not: a run that waited for the lock would otherwise stamp its rows earlier than the
+    /// run it waited for. Incremental transforms rely on that order for their window.
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+}
 
 /// Fields of each `COPY` row: the bronze columns, then lineage.
 const COPY_FIELDS: i16 = (TRANSACTION_COLUMNS.len() + LINEAGE_COLUMNS.len()) as i16;
@@ -357,12 +369,12 @@ impl RunRows {
         }
     }
 
-    /// Validates and adds every row of `batch`, read from `file`, for run `run_id`.
+    /// Validates and adds every row of `batch`, read from `file`, stamped with `lineage`.
     pub fn add_batch(
         &mut self,
         file: &str,
         batch: &RecordBatch,
-        run_id: uuid::Uuid,
+        lineage: Lineage,
     ) -> Result<(), SchemaMismatch> {
         let cells = TRANSACTION_COLUMNS
             .iter()
@@ -448,7 +460,8 @@ impl RunRows {
                 cells.push_copy(out, row);
             }
             copy_binary::push_text(out, file);
-            copy_binary::push_uuid(out, run_id.as_u128());
+            copy_binary::push_uuid(out, lineage.run_id.as_u128());
+            copy_binary::push_timestamp(out, lineage.loaded_at.timestamp_micros());
             self.pending.push((start..out.len(), event_id));
         }
         Ok(())
@@ -509,6 +522,11 @@ mod tests {
     use rust_decimal::Decimal;
 
     const RUN: uuid::Uuid = uuid::Uuid::from_u128(1);
+    /// The lineage of the tests' run, loaded at 2026-12-02T00:00:00Z.
+    const LINEAGE: Lineage = Lineage {
+        run_id: RUN,
+        loaded_at: chrono::DateTime::from_timestamp_nanos(1_796_169_600_000_000_000),
+    };
 
     /// The position of `name` in a `COPY` row.
     fn column(name: &str) -> usize {
@@ -552,9 +570,9 @@ mod tests {
             _ => {}
         });
         let mut rows = RunRows::default();
-        rows.add_batch("f1", &batch, RUN).unwrap();
+        rows.add_batch("f1", &batch, LINEAGE).unwrap();
         // The same file again: every valid row is a duplicate within the run.
-        rows.add_batch("f1", &batch, RUN).unwrap();
+        rows.add_batch("f1", &batch, LINEAGE).unwrap();
         assert_eq!(rows.stats.read, 20);
         assert_eq!(rows.stats.accepted, 6);
         assert_eq!(rows.stats.duplicate_in_run, 6);
@@ -580,11 +598,17 @@ mod tests {
             copied[1][merchant], // offset 5: rows 1 to 4 are rejected
             Some("tab\there\nnewline \\ backslash".as_bytes())
         );
-        // The lineage: the file, then the run as 16 bytes.
-        assert_eq!(copied[0][COPY_FIELDS as usize - 2], Some(&b"f1"[..]));
+        // The lineage: the file, the run as 16 bytes, then when the run took the lock, in
+        // microseconds since 2000-01-01.
+        assert_eq!(copied[0][COPY_FIELDS as usize - 3], Some(&b"f1"[..]));
+        assert_eq!(
+            copied[0][COPY_FIELDS as usize - 2],
+            Some(&RUN.as_bytes()[..])
+        );
+        let loaded_at = LINEAGE.loaded_at.timestamp_micros() - copy_binary::POSTGRES_EPOCH_MICROS;
         assert_eq!(
             copied[0][COPY_FIELDS as usize - 1],
-            Some(&RUN.as_bytes()[..])
+            Some(&loaded_at.to_be_bytes()[..])
         );
         assert!(rows.take_copy_data(&HashSet::new()).is_none());
     }
@@ -592,7 +616,7 @@ mod tests {
     #[test]
     fn rows_the_warehouse_holds_already_are_left_out_of_the_copy() {
         let mut rows = RunRows::default();
-        rows.add_batch("f1", &batch(|_, _| {}), RUN).unwrap();
+        rows.add_batch("f1", &batch(|_, _| {}), LINEAGE).unwrap();
         let ids = rows.pending_event_ids();
         assert_eq!(ids.len(), 10);
         let held: HashSet<uuid::Uuid> = [ids[0], ids[4], ids[9]].into();
@@ -611,7 +635,7 @@ mod tests {
         assert_eq!(copied, expected);
 
         // A file whose every row is held already sends nothing.
-        rows.add_batch("f2", &batch(|_, _| {}), RUN).unwrap();
+        rows.add_batch("f2", &batch(|_, _| {}), LINEAGE).unwrap();
         let held: HashSet<uuid::Uuid> = rows.pending_event_ids().into_iter().collect();
         assert!(rows.take_copy_data(&held).is_none());
         assert!(rows.pending_event_ids().is_empty());
@@ -651,7 +675,7 @@ mod tests {
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
 
         let mut rows = RunRows::default();
-        rows.add_batch("f1", &batch, RUN).unwrap();
+        rows.add_batch("f1", &batch, LINEAGE).unwrap();
         assert_eq!(rows.stats.accepted, 6);
         let reasons: Vec<(i64, RejectReason)> = rows
             .rejections

@@ -263,11 +263,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     let transform_bar = bars.add(crate::telemetry::progress_bar(None, "transform"));
     transform_bar.enable_steady_tick(Duration::from_millis(120));
     let project = Project::embedded().map_err(stage("transform"))?;
-    let options = TransformOptions {
-        select: None,
-        full_refresh: false,
-        lookback_days: 3,
-    };
+    let options = TransformOptions::default();
     let transform = transform::run(&pool, &project, &options)
         .await
         .map_err(stage("transform"))?;

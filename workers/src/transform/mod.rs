@@ -8,5 +8,6 @@ pub mod runner;
 
 pub use project::{Project, ProjectError};
 pub use runner::{
-    NodeError, NodeKind, NodeStatus, TransformError, TransformOptions, TransformReport, run,
+    DEFAULT_LOOKBACK, NodeError, NodeKind, NodeStatus, TransformError, TransformOptions,
+    TransformReport, run,
 };

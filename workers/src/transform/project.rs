@@ -224,6 +224,9 @@ pub struct DataTest {
     /// the runner counts the failures of all such tests of a model in one scan of its table
     /// and runs a test's own query only when it has failures to show.
     pub screen: Option<Screen>,
+    /// For a test generated from the header of an incremental model: the same test held to
+    /// the rows that model's run merged.
+    pub window: Option<TestWindow>,
 }
 
 /// The failing rows of a column test, as a condition on its model's table.
@@ -233,6 +236,19 @@ pub struct Screen {
     pub table: String,
     /// The condition a failing row meets.
     pub failing: String,
+}
+
+/// A test of an incremental model's rows, held to the rows an incremental run merged: the
+/// rows whose `incremental_column` is at or after the start of the run's window. Rows before
+/// it were checked by the run that wrote them and have not changed since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestWindow {
+    /// The incremental model, `schema.name`.
+    pub model: String,
+    /// The model's `incremental_column`.
+    pub column: String,
+    /// The test's query over the window, `{since}` standing for its start.
+    pub sql: String,
 }
 
 /// One seed table.
@@ -327,6 +343,7 @@ impl Project {
                         sql: text,
                         depends_on: BTreeSet::new(),
                         screen: None,
+                        window: None,
                     };
                     custom_tests.push((path, test));
                 }
@@ -551,21 +568,23 @@ fn parse_model(path: &str, layer: &str, stem: &str, text: &str) -> Result<Model,
             "an incremental model needs `unique_key:` and `incremental_column:`".to_owned(),
         ));
     }
-    for filter in text
+    let filters: Vec<&str> = text
         .lines()
         .filter_map(|line| line.trim_start().strip_prefix(INCREMENTAL_MARKER))
-    {
-        if model.materialized != Materialized::Incremental {
-            return Err(header_error(format!(
-                "`{INCREMENTAL_MARKER}` lines belong to incremental models; this one is {:?}",
-                model.materialized
-            )));
-        }
-        if !filter.contains("{since}") {
-            return Err(header_error(format!(
-                "`{INCREMENTAL_MARKER}{filter}` does not use {{since}}, the start of the window"
-            )));
-        }
+        .collect();
+    if !filters.is_empty() && model.materialized != Materialized::Incremental {
+        return Err(header_error(format!(
+            "`{INCREMENTAL_MARKER}` lines belong to incremental models; this one is {:?}",
+            model.materialized
+        )));
+    }
+    // The lines may span a clause (a union with the model's own table, say), but together
+    // they must narrow the read to the window, or the run would read everything anyway.
+    if !filters.is_empty() && !filters.iter().any(|filter| filter.contains("{since}")) {
+        return Err(header_error(format!(
+            "the `{INCREMENTAL_MARKER}` lines do not use {{since}}, the start of the window: {}",
+            filters.join(" ")
+        )));
     }
     Ok(model)
 }
@@ -687,25 +706,55 @@ fn order(models: Vec<Model>) -> Result<Vec<Model>, ProjectError> {
 fn generic_tests(model: &Model) -> Vec<DataTest> {
     let table = &model.name;
     let short = model.name.replace('.', "_");
+    // The window of an incremental model: its rows merged since `{since}`.
+    let column = model
+        .incremental_column
+        .as_ref()
+        .filter(|_| model.materialized == Materialized::Incremental);
+    let in_window = |alias: &str| column.map(|c| format!("{alias}{c} >= {{since}}"));
+    let window = |sql: Option<String>| {
+        Some(TestWindow {
+            model: model.name.clone(),
+            column: column?.clone(),
+            sql: sql?,
+        })
+    };
     model
         .tests
         .iter()
         .map(|test| match test {
             GenericTest::Unique(columns) => {
                 let list = columns.join(", ");
+                let duplicates = |rows: &str| {
+                    format!(
+                        "select {list}, count(*) as occurrences from {table} {rows}\
+                         group by {list} having count(*) > 1"
+                    )
+                };
+                // Only a key the window holds can have gained a duplicate.
+                let windowed = in_window("").map(|since| {
+                    duplicates(&format!(
+                        "where ({list}) in (select {list} from {table} where {since}) "
+                    ))
+                });
                 DataTest {
                     name: format!("unique_{short}_{}", columns.join("_")),
-                    sql: format!("select {list}, count(*) as occurrences from {table} group by {list} having count(*) > 1"),
+                    sql: duplicates(""),
                     depends_on: BTreeSet::from([model.name.clone()]),
                     screen: None,
+                    window: window(windowed),
                 }
             }
             GenericTest::NotNull(column) => {
                 let failing = format!("{column} is null");
+                let rows = |filter: &str| format!("select * from {table} where {filter}");
                 DataTest {
                     name: format!("not_null_{short}_{column}"),
-                    sql: format!("select * from {table} where {failing}"),
+                    sql: rows(&failing),
                     depends_on: BTreeSet::from([model.name.clone()]),
+                    window: window(
+                        in_window("").map(|since| rows(&format!("{failing} and {since}"))),
+                    ),
                     screen: Some(Screen {
                         table: table.clone(),
                         failing,
@@ -715,29 +764,47 @@ fn generic_tests(model: &Model) -> Vec<DataTest> {
             GenericTest::AcceptedValues { column, values } => {
                 let quoted: Vec<String> = values.iter().map(|v| format!("'{v}'")).collect();
                 let failing = format!("{column} not in ({})", quoted.join(", "));
+                let rows = |filter: &str| {
+                    format!(
+                        "select {column}, count(*) as occurrences from {table} \
+                         where {filter} group by {column}"
+                    )
+                };
                 DataTest {
                     name: format!("accepted_values_{short}_{column}"),
-                    sql: format!(
-                        "select {column}, count(*) as occurrences from {table} \
-                         where {failing} group by {column}"
-                    ),
+                    sql: rows(&failing),
                     depends_on: BTreeSet::from([model.name.clone()]),
+                    window: window(
+                        in_window("").map(|since| rows(&format!("{failing} and {since}"))),
+                    ),
                     screen: Some(Screen {
                         table: table.clone(),
                         failing,
                     }),
                 }
             }
-            GenericTest::Relationships { column, to_model, to_column } => DataTest {
-                name: format!("relationships_{short}_{column}"),
-                sql: format!(
-                    "select child.{column} from {table} as child \
-                     left join {to_model} as parent on parent.{to_column} = child.{column} \
-                     where child.{column} is not null and parent.{to_column} is null"
-                ),
-                depends_on: BTreeSet::from([model.name.clone(), to_model.clone()]),
-                screen: None,
-            },
+            GenericTest::Relationships {
+                column,
+                to_model,
+                to_column,
+            } => {
+                let orphans = |filter: &str| {
+                    format!(
+                        "select child.{column} from {table} as child \
+                         left join {to_model} as parent on parent.{to_column} = child.{column} \
+                         where child.{column} is not null and parent.{to_column} is null{filter}"
+                    )
+                };
+                DataTest {
+                    name: format!("relationships_{short}_{column}"),
+                    sql: orphans(""),
+                    depends_on: BTreeSet::from([model.name.clone(), to_model.clone()]),
+                    screen: None,
+                    window: window(
+                        in_window("child.").map(|since| orphans(&format!(" and {since}"))),
+                    ),
+                }
+            }
         })
         .collect()
 }

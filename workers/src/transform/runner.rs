@@ -1,8 +1,9 @@
 //! Running the project: seeds, then models in dependency order (each in its own
 //! transaction), then data tests; every step recorded in `metadata.transform_runs`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::pool::PoolConnection;
@@ -18,15 +19,32 @@ const TRANSFORM_LOCK: i64 = 0x6669_6e74_6563_6802;
 /// Failing rows shown per failed test.
 const SAMPLE_ROWS: i64 = 5;
 
+/// How far before the latest merged change an incremental run starts by default: ten minutes
+/// of the warehouse's clock stepping back.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(600);
+
 /// What to run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformOptions {
     /// Run this model and its descendants only.
     pub select: Option<String>,
     /// Rebuild incremental models from scratch.
     pub full_refresh: bool,
-    /// Days before the latest loaded change that an incremental run re-reads.
-    pub lookback_days: u32,
+    /// How long before the latest change an incremental model holds its next run starts
+    /// re-reading. Loads stamp their rows in the order they commit, so this only has to
+    /// cover the warehouse's clock stepping back.
+    pub lookback: Duration,
+}
+
+impl Default for TransformOptions {
+    /// Every model, incrementally, with the [`DEFAULT_LOOKBACK`].
+    fn default() -> Self {
+        Self {
+            select: None,
+            full_refresh: false,
+            lookback: DEFAULT_LOOKBACK,
+        }
+    }
 }
 
 /// What a node of the run is; the `kind` of `metadata.transform_runs`.
@@ -271,6 +289,7 @@ pub async fn run(
         conn: &mut conn,
         run_id: Uuid::new_v4(),
         nodes: Vec::new(),
+        windows: HashMap::new(),
     };
     let result = runner.run(project, &selected, options).await;
     let report = TransformReport {
@@ -386,6 +405,8 @@ struct Runner<'c> {
     conn: &'c mut PgConnection,
     run_id: Uuid,
     nodes: Vec<NodeResult>,
+    /// The start of the window of each model this run merged, as an SQL literal.
+    windows: HashMap<String, String>,
 }
 
 impl Runner<'_> {
@@ -398,7 +419,7 @@ impl Runner<'_> {
         for seed in &project.seeds {
             let started = (Utc::now(), Instant::now());
             let outcome = self.load_seed(seed).await.into();
-            self.record(&seed.name, NodeKind::Seed, started, outcome)
+            self.record(&seed.name, NodeKind::Seed, started, outcome, None)
                 .await?;
         }
         let mut broken: BTreeSet<String> = BTreeSet::new();
@@ -407,15 +428,23 @@ impl Runner<'_> {
             if model.depends_on.iter().any(|d| broken.contains(d)) {
                 broken.insert(model.name.clone());
                 let outcome = Outcome::Skipped("an upstream model failed");
-                self.record(&model.name, NodeKind::Model, started, outcome)
+                self.record(&model.name, NodeKind::Model, started, outcome, None)
                     .await?;
                 continue;
             }
-            let outcome: Outcome = self.build(model, options).await.into();
+            let built = self.build(model, options).await;
+            if let Ok(Built {
+                window: Some(since),
+                ..
+            }) = &built
+            {
+                self.windows.insert(model.name.clone(), since.clone());
+            }
+            let outcome: Outcome = built.map(|built| built.rows).into();
             if matches!(outcome, Outcome::Failed(_)) {
                 broken.insert(model.name.clone());
             }
-            self.record(&model.name, NodeKind::Model, started, outcome)
+            self.record(&model.name, NodeKind::Model, started, outcome, None)
                 .await?;
         }
         let tests: Vec<&DataTest> = project
@@ -424,32 +453,39 @@ impl Runner<'_> {
             .filter(|t| t.depends_on.iter().any(|d| selected.contains(d)))
             .collect();
         let runnable = |test: &DataTest| !test.depends_on.iter().any(|d| broken.contains(d));
-        // Failures of each screened test, by table, counted at the table's first test (whose
-        // duration then includes the one scan).
-        let mut screened: HashMap<&str, HashMap<&str, i64>> = HashMap::new();
+        let mut plans: HashMap<&str, TestPlan> = HashMap::new();
+        for test in tests.iter().filter(|t| runnable(t)) {
+            plans.insert(&test.name, self.plan(test).await?);
+        }
+        // Failures of each screened test, by table and rows checked, counted at the first
+        // test of the group (whose duration then includes the one scan).
+        let mut screened: HashMap<(&str, Option<&str>), HashMap<&str, i64>> = HashMap::new();
         for test in &tests {
             let started = (Utc::now(), Instant::now());
-            if !runnable(test) {
+            let Some(plan) = plans.get(test.name.as_str()) else {
                 let outcome = Outcome::Skipped("a model it reads failed");
-                self.record(&test.name, NodeKind::Test, started, outcome)
+                self.record(&test.name, NodeKind::Test, started, outcome, None)
                     .await?;
                 continue;
-            }
+            };
             let failures = match &test.screen {
                 Some(screen) => {
-                    if !screened.contains_key(screen.table.as_str()) {
-                        let same_table: Vec<&DataTest> = tests
+                    let group = (screen.table.as_str(), plan.window_rows.as_deref());
+                    if let Entry::Vacant(slot) = screened.entry(group) {
+                        let same_group: Vec<&DataTest> = tests
                             .iter()
                             .copied()
-                            .filter(|t| runnable(t))
-                            .filter(|t| t.screen.as_ref().is_some_and(|s| s.table == screen.table))
+                            .filter(|t| t.screen.as_ref().is_some_and(|s| s.table == group.0))
+                            .filter(|t| {
+                                plans
+                                    .get(t.name.as_str())
+                                    .is_some_and(|p| p.window_rows.as_deref() == group.1)
+                            })
                             .collect();
-                        let counts = self.screen(&screen.table, &same_table).await;
-                        screened.insert(&screen.table, counts);
+                        let counts = self.screen(group.0, group.1, &same_group).await;
+                        slot.insert(counts);
                     }
-                    screened[screen.table.as_str()]
-                        .get(test.name.as_str())
-                        .copied()
+                    screened[&group].get(test.name.as_str()).copied()
                 }
                 None => None,
             };
@@ -457,25 +493,73 @@ impl Runner<'_> {
             // not count) runs its own query, for the count and a sample of its rows.
             let outcome = match failures {
                 Some(0) => Outcome::Done(0),
-                _ => self.check(test).await.into(),
+                _ => self.check(&test.name, &plan.query).await.into(),
             };
-            self.record(&test.name, NodeKind::Test, started, outcome)
+            let ran = TestRun {
+                scope: plan.scope(),
+                query: &test.sql,
+            };
+            self.record(&test.name, NodeKind::Test, started, outcome, Some(ran))
                 .await?;
         }
         Ok(())
     }
 
-    /// Counts the failing rows of each of `tests`, all screened on `table`, in one scan.
-    /// A query that fails counts nothing: each test then runs its own query and reports its
-    /// own error.
-    async fn screen<'t>(&mut self, table: &str, tests: &[&'t DataTest]) -> HashMap<&'t str, i64> {
+    /// What `test` checks in this run. A test of an incremental model that this run merged
+    /// checks only the merged rows when the same test (the same query) passed the last time
+    /// it ran: every earlier row was then checked by a run that passed, and has not changed
+    /// since. Otherwise (the first run, a full refresh, a changed test, or one that failed
+    /// last time, whose failing rows would otherwise drop out of sight) it checks every row.
+    async fn plan(&mut self, test: &DataTest) -> Result<TestPlan, TransformError> {
+        let window = test
+            .window
+            .as_ref()
+            .and_then(|window| Some((window, self.windows.get(&window.model)?)));
+        if let Some((window, since)) = window {
+            let passed: Option<bool> = sqlx::query_scalar(
+                "select status = 'SUCCESS' and query_md5 is not distinct from md5($2) \
+                 from metadata.transform_runs \
+                 where node = $1 and kind = 'test' and run_id <> $3 \
+                 order by started_at desc limit 1",
+            )
+            .bind(&test.name)
+            .bind(&test.sql)
+            .bind(self.run_id)
+            .fetch_optional(&mut *self.conn)
+            .await
+            .map_err(db("looking up the tests' previous results"))?;
+            if passed == Some(true) {
+                return Ok(TestPlan {
+                    query: window.sql.replace("{since}", since),
+                    window_rows: Some(format!("{} >= {since}", window.column)),
+                });
+            }
+        }
+        Ok(TestPlan {
+            query: test.sql.clone(),
+            window_rows: None,
+        })
+    }
+
+    /// Counts the failing rows of each of `tests`, all screened on `table`, in one scan of
+    /// the rows `window_rows` picks (every row when `None`). A query that fails counts
+    /// nothing: each test then runs its own query and reports its own error.
+    async fn screen<'t>(
+        &mut self,
+        table: &str,
+        window_rows: Option<&str>,
+        tests: &[&'t DataTest],
+    ) -> HashMap<&'t str, i64> {
         use sqlx::Row as _;
         let counts: Vec<String> = tests
             .iter()
             .filter_map(|test| test.screen.as_ref())
             .map(|screen| format!("count(*) filter (where {})", screen.failing))
             .collect();
-        let query = format!("select {} from {table}", counts.join(", "));
+        let rows = window_rows
+            .map(|rows| format!(" where {rows}"))
+            .unwrap_or_default();
+        let query = format!("select {} from {table}{rows}", counts.join(", "));
         match sqlx::query(&query).fetch_one(&mut *self.conn).await {
             Ok(row) => tests
                 .iter()
@@ -496,6 +580,7 @@ impl Runner<'_> {
         kind: NodeKind,
         (started_at, started): (chrono::DateTime<Utc>, Instant),
         outcome: Outcome,
+        test: Option<TestRun<'_>>,
     ) -> Result<(), TransformError> {
         let kind_text = kind.as_str();
         // The table and the report keep the error as text: the typed error ends here.
@@ -515,8 +600,8 @@ impl Runner<'_> {
         };
         sqlx::query(
             "insert into metadata.transform_runs \
-             (run_id, node, kind, status, rows, duration_ms, error, started_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (run_id, node, kind, status, rows, duration_ms, error, started_at, scope, query_md5) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, md5($10))",
         )
         .bind(self.run_id)
         .bind(node)
@@ -526,6 +611,8 @@ impl Runner<'_> {
         .bind(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX))
         .bind(&error)
         .bind(started_at)
+        .bind(test.as_ref().map(|test| test.scope.as_str()))
+        .bind(test.as_ref().map(|test| test.query))
         .execute(&mut *self.conn)
         .await
         .map_err(|source| TransformError::Record {
@@ -621,9 +708,12 @@ impl Runner<'_> {
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
-    /// Builds one model in its own transaction; returns the rows it holds (or, for an
-    /// incremental merge, the rows it inserted or updated).
-    async fn build(&mut self, model: &Model, options: &TransformOptions) -> Result<i64, NodeError> {
+    /// Builds one model in its own transaction.
+    async fn build(
+        &mut self,
+        model: &Model,
+        options: &TransformOptions,
+    ) -> Result<Built, NodeError> {
         let name = &model.name;
         let db = |action| node_db(NodeKind::Model, name, action);
         let mut tx = sqlx::Connection::begin(&mut *self.conn)
@@ -655,20 +745,27 @@ impl Runner<'_> {
             tracing::info!(model = %name, "the model's columns changed; rebuilding it in full");
             incremental = false;
         }
-        // A table built before the model became incremental has no key to merge on.
-        if incremental && !has_primary_key(&mut tx, model).await? {
-            tracing::info!(model = %name, "the model's table has no primary key yet; rebuilding it in full");
+        // A table built before the model became incremental (or before its incremental
+        // column was indexed) lacks the key to merge on or the index its window reads.
+        if incremental && !ready_for_merges(&mut tx, model).await? {
+            tracing::info!(model = %name, "the model's table lacks its primary key or the index on its incremental column; rebuilding it in full");
             incremental = false;
         }
-        // Merging costs several times what building costs per row, so a window that holds
-        // most of the table (after a backfill, or history loaded at once) is cheaper to
-        // rebuild; a rebuild reads everything again, so it never gives less than the merge.
-        if incremental && window_share(&mut tx, model, options.lookback_days).await? > 0.5 {
-            tracing::info!(model = %name, "the window holds most of the table; rebuilding it in full");
-            incremental = false;
+        let mut window = None;
+        if incremental {
+            let since = window_start(&mut tx, model, options.lookback).await?;
+            // Merging costs several times what building costs per row, so a window that
+            // holds most of the table (after a backfill, or history loaded at once) is
+            // cheaper to rebuild; a rebuild reads everything again, so it never gives less
+            // than the merge.
+            if window_share(&mut tx, model, &since).await? > 0.5 {
+                tracing::info!(model = %name, "the window holds most of the table; rebuilding it in full");
+            } else {
+                window = Some(since);
+            }
         }
-        let rows = if incremental {
-            merge(&mut tx, model, options.lookback_days).await?
+        let rows = if let Some(since) = &window {
+            merge(&mut tx, model, since).await?
         } else {
             if let Some(drop) = drop {
                 sqlx::query(&drop)
@@ -690,12 +787,8 @@ impl Runner<'_> {
                 .execute(&mut *tx)
                 .await
                 .map_err(db(creating))?;
-            if let (Materialized::Incremental, Some(key)) = (model.materialized, &model.unique_key)
-            {
-                sqlx::query(&format!("alter table {name} add primary key ({key})"))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("adding the primary key"))?;
+            if model.materialized == Materialized::Incremental {
+                index_for_merges(&mut tx, model).await?;
             }
             sqlx::query_scalar(&format!("select count(*) from {name}"))
                 .fetch_one(&mut *tx)
@@ -703,14 +796,15 @@ impl Runner<'_> {
                 .map_err(db("counting the rows"))?
         };
         tx.commit().await.map_err(db("committing"))?;
-        Ok(rows)
+        Ok(Built { rows, window })
     }
 
-    /// Runs a data test: it passes when its query returns no row; otherwise it fails with
-    /// the count and a sample of the failing rows. Returns 0, the failing rows of a pass.
-    async fn check(&mut self, test: &DataTest) -> Result<i64, NodeError> {
-        let sql = test.sql.trim().trim_end_matches(';');
-        let db = |action| node_db(NodeKind::Test, &test.name, action);
+    /// Runs the data test `name`, whose query is `sql`: it passes when the query returns no
+    /// row; otherwise it fails with the count and a sample of the failing rows. Returns 0,
+    /// the failing rows of a pass.
+    async fn check(&mut self, name: &str, sql: &str) -> Result<i64, NodeError> {
+        let sql = sql.trim().trim_end_matches(';');
+        let db = |action| node_db(NodeKind::Test, name, action);
         let count: i64 = sqlx::query_scalar(&format!("select count(*) from ({sql}) as failures"))
             .fetch_one(&mut *self.conn)
             .await
@@ -728,37 +822,119 @@ impl Runner<'_> {
     }
 }
 
-/// The start of an incremental model's window: `lookback_days` (bound as `$1`) before the
-/// latest change its table holds.
-fn window_start(model: &Model, column: &str) -> String {
-    let name = &model.name;
-    format!(
-        "(coalesce((select max({column}) from {name}), '-infinity') - make_interval(days => $1))"
-    )
+/// What a data test checks in a run: see `Runner::plan`.
+struct TestPlan {
+    /// The query that returns its failing rows.
+    query: String,
+    /// For a test held to the rows its model merged: the condition that picks them.
+    window_rows: Option<String>,
 }
 
-/// The share of the rows of an incremental model's table that fall in its window.
-async fn window_share(
+impl TestPlan {
+    /// The `scope` of `metadata.transform_runs`.
+    fn scope(&self) -> Scope {
+        match self.window_rows {
+            Some(_) => Scope::Window,
+            None => Scope::All,
+        }
+    }
+}
+
+/// Which rows a data test checked; the `scope` of `metadata.transform_runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every row of what it reads.
+    All,
+    /// The rows its incremental model merged in this run.
+    Window,
+}
+
+impl Scope {
+    /// The table's spelling.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Window => "window",
+        }
+    }
+}
+
+/// A data test that ran, as `metadata.transform_runs` records it beside its result.
+struct TestRun<'q> {
+    /// Which rows it checked.
+    scope: Scope,
+    /// Its query over every row, whose md5 identifies the test's definition.
+    query: &'q str,
+}
+
+/// What building a model did.
+struct Built {
+    /// The rows the model holds, or for a merge the rows it inserted or changed.
+    rows: i64,
+    /// For a merge, the start of its window as an SQL literal.
+    window: Option<String>,
+}
+
+/// The start of an incremental model's window, as an SQL literal: `lookback` before the
+/// latest change its table holds (read through the index on the incremental column).
+async fn window_start(
     tx: &mut PgConnection,
     model: &Model,
-    lookback_days: u32,
-) -> Result<f64, NodeError> {
+    lookback: Duration,
+) -> Result<String, NodeError> {
     let Some(column) = &model.incremental_column else {
-        return Ok(0.0);
+        return Err(NodeError::IncompleteIncremental {
+            model: model.name.clone(),
+        });
     };
-    let since = window_start(model, column);
-    let (inside, all): (i64, i64) = sqlx::query_as(&format!(
-        "select count(*) filter (where {column} >= {since}), count(*) from {}",
+    // Text the server wrote for its own type, so it reads back exactly in this session.
+    let since: String = sqlx::query_scalar(&format!(
+        "select (coalesce(max({column}), '-infinity') - make_interval(secs => $1))::text \
+         from {}",
         model.name
     ))
-    .bind(i32::try_from(lookback_days).unwrap_or(i32::MAX))
+    .bind(lookback.as_secs_f64())
     .fetch_one(&mut *tx)
     .await
     .map_err(node_db(
         NodeKind::Model,
         &model.name,
-        "measuring the window",
+        "finding the start of the window",
     ))?;
+    Ok(format!("'{since}'::timestamptz"))
+}
+
+/// The share of the rows of an incremental model's table that fall in the window starting
+/// at `since`. The rows in the window are counted through the index on the incremental
+/// column, and no further than what decides the answer; the table's size is the planner's
+/// estimate once the table has been analysed.
+async fn window_share(tx: &mut PgConnection, model: &Model, since: &str) -> Result<f64, NodeError> {
+    let Some(column) = &model.incremental_column else {
+        return Ok(0.0);
+    };
+    let db = |action| node_db(NodeKind::Model, &model.name, action);
+    let estimate: f32 =
+        sqlx::query_scalar("select reltuples from pg_class where oid = $1::regclass")
+            .bind(&model.name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading the table's size"))?;
+    let all: i64 = if estimate >= 0.0 {
+        estimate as i64
+    } else {
+        sqlx::query_scalar(&format!("select count(*) from {}", model.name))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("counting the table"))?
+    };
+    let inside: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from (select from {} where {column} >= {since} limit $1) as window_rows",
+        model.name
+    ))
+    .bind(all / 2 + 1)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db("measuring the window"))?;
     Ok(if all == 0 {
         1.0
     } else {
@@ -766,21 +942,52 @@ async fn window_share(
     })
 }
 
-/// Whether the table of `model` has a primary key.
-async fn has_primary_key(tx: &mut PgConnection, model: &Model) -> Result<bool, NodeError> {
+/// Gives a freshly built incremental model's table what its merges and windows read: its
+/// unique key as the primary key, an index on its incremental column, and statistics.
+async fn index_for_merges(tx: &mut PgConnection, model: &Model) -> Result<(), NodeError> {
+    let name = &model.name;
+    let (Some(key), Some(column)) = (&model.unique_key, &model.incremental_column) else {
+        return Err(NodeError::IncompleteIncremental {
+            model: name.clone(),
+        });
+    };
+    let table = name.split('.').nth(1).unwrap_or_default();
+    for (action, statement) in [
+        (
+            "adding the primary key",
+            format!("alter table {name} add primary key ({key})"),
+        ),
+        (
+            "indexing the incremental column",
+            format!("create index {table}_{column} on {name} ({column})"),
+        ),
+        ("analysing the table", format!("analyze {name}")),
+    ] {
+        sqlx::query(&statement)
+            .execute(&mut *tx)
+            .await
+            .map_err(node_db(NodeKind::Model, name, action))?;
+    }
+    Ok(())
+}
+
+/// Whether the table of `model` has what [`index_for_merges`] gives it: a primary key and an
+/// index led by the incremental column.
+async fn ready_for_merges(tx: &mut PgConnection, model: &Model) -> Result<bool, NodeError> {
     sqlx::query_scalar(
-        "select exists (select 1 from pg_constraint c \
-         join pg_class t on t.oid = c.conrelid join pg_namespace n on n.oid = t.relnamespace \
-         where n.nspname = $1 and t.relname = $2 and c.contype = 'p')",
+        "select exists (select 1 from pg_index where indrelid = $1::regclass and indisprimary) \
+            and exists (select 1 from pg_index i \
+                join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] \
+                where i.indrelid = $1::regclass and a.attname = $2)",
     )
-    .bind(&model.schema)
-    .bind(model.name.split('.').nth(1).unwrap_or_default())
+    .bind(&model.name)
+    .bind(model.incremental_column.as_deref().unwrap_or_default())
     .fetch_one(&mut *tx)
     .await
     .map_err(node_db(
         NodeKind::Model,
         &model.name,
-        "looking up the primary key",
+        "looking up the table's indexes",
     ))
 }
 
@@ -811,9 +1018,9 @@ async fn same_columns(tx: &mut PgConnection, model: &Model) -> Result<bool, Node
     Ok(table == query)
 }
 
-/// Merges the rows changed within the lookback window into an incremental model; returns the
-/// rows it inserted or changed.
-async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Result<i64, NodeError> {
+/// Merges the rows changed within the window starting at `since` into an incremental model;
+/// returns the rows it inserted or changed.
+async fn merge(tx: &mut PgConnection, model: &Model, since: &str) -> Result<i64, NodeError> {
     let name = &model.name;
     let db = |action| node_db(NodeKind::Model, name, action);
     let (Some(key), Some(column)) = (&model.unique_key, &model.incremental_column) else {
@@ -842,18 +1049,16 @@ async fn merge(tx: &mut PgConnection, model: &Model, lookback_days: u32) -> Resu
     // The window starts the lookback before the latest change the model has merged; the
     // model's `-- incremental:` lines read only what changed since then, and its output is
     // held to the same window.
-    let since = window_start(model, column);
     let statement = format!(
         "insert into {name} as target ({list}) \
          select {list} from ({sql}) as model \
          where model.{column} >= {since} \
          on conflict ({key}) do update set {updates} \
          where (target.*) is distinct from (excluded.*)",
-        sql = model.incremental_select(&since),
+        sql = model.incremental_select(since),
         updates = updates.join(", "),
     );
     let rows = sqlx::query(&statement)
-        .bind(i32::try_from(lookback_days).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await
         .map_err(db("merging the changed rows"))?
