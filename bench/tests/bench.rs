@@ -160,6 +160,36 @@ async fn stream_reports_throughput_and_batch_latency_against_kafka_and_s3() {
     assert_eq!(objects_left(&report).await, 0);
 }
 
+/// Two streamers in one group share the topic and, between them, write every message to
+/// bronze once.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn stream_with_two_streamers_in_one_group_reads_every_message() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let lake = lake();
+    let report = bench(&[
+        "stream",
+        "--bootstrap-servers",
+        &bootstrap,
+        "--lake-url",
+        &lake,
+        "--messages",
+        "3000",
+        "--partitions",
+        "4",
+        "--streamers",
+        "2",
+        "--batch-max-rows",
+        "1000",
+    ]);
+    assert_report(&report, "stream", 3_000, &["mb_per_sec", "peak_rss_mb"]);
+    assert_eq!(report["parameters"]["streamers"], 2);
+    assert_eq!(report["bronze_rows"], 3_000);
+    // The targets are for one streamer on one core.
+    assert_eq!(report["targets"].as_array().map(Vec::len).unwrap_or(0), 0);
+    assert_eq!(objects_left(&report).await, 0);
+}
+
 #[tokio::test]
 #[ignore = "needs the test environment: scripts/test.sh"]
 async fn load_reports_copy_against_the_row_by_row_baseline() {
