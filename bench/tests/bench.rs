@@ -125,12 +125,11 @@ fn bronze_reports_decode_and_encode_and_writes_the_json_file() {
     assert_eq!(written, report);
 }
 
-#[tokio::test]
-#[ignore = "needs the test environment: scripts/test.sh"]
-async fn stream_reports_throughput_and_batch_latency_against_kafka_and_s3() {
+/// The stream stage over 3,000 messages in 1,000-row batches, with `extra` flags.
+fn stream(extra: &[&str]) -> Value {
     let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
     let lake = lake();
-    let report = bench(&[
+    let mut args = vec![
         "stream",
         "--bootstrap-servers",
         &bootstrap,
@@ -140,7 +139,15 @@ async fn stream_reports_throughput_and_batch_latency_against_kafka_and_s3() {
         "3000",
         "--batch-max-rows",
         "1000",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    bench(&args)
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn stream_reports_throughput_and_batch_latency_against_kafka_and_s3() {
+    let report = stream(&[]);
     assert_report(
         &report,
         "stream",
@@ -165,23 +172,7 @@ async fn stream_reports_throughput_and_batch_latency_against_kafka_and_s3() {
 #[tokio::test]
 #[ignore = "needs the test environment: scripts/test.sh"]
 async fn stream_with_two_streamers_in_one_group_reads_every_message() {
-    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
-    let lake = lake();
-    let report = bench(&[
-        "stream",
-        "--bootstrap-servers",
-        &bootstrap,
-        "--lake-url",
-        &lake,
-        "--messages",
-        "3000",
-        "--partitions",
-        "4",
-        "--streamers",
-        "2",
-        "--batch-max-rows",
-        "1000",
-    ]);
+    let report = stream(&["--partitions", "4", "--streamers", "2"]);
     assert_report(&report, "stream", 3_000, &["mb_per_sec", "peak_rss_mb"]);
     assert_eq!(report["parameters"]["streamers"], 2);
     assert_eq!(report["bronze_rows"], 3_000);
