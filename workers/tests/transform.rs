@@ -201,6 +201,22 @@ async fn loaded_days_ago(pool: &PgPool, transactions: &str, days: i32) {
     .unwrap();
 }
 
+/// The embedded project with `from` replaced by `to` in its file `path`.
+fn embedded_with_edit(path: &str, from: &str, to: &str) -> Project {
+    let files = embedded_files()
+        .into_iter()
+        .map(|(name, text)| {
+            let text = if name == path {
+                text.replace(from, to)
+            } else {
+                text
+            };
+            (name, text)
+        })
+        .collect();
+    Project::from_files(files).unwrap()
+}
+
 /// A migrated warehouse holding the fixture in silver, every row loaded now.
 async fn with_fixture(options: WarehouseOptions) -> PgPool {
     let pool = options.connect_and_migrate().await.unwrap();
@@ -431,14 +447,7 @@ async fn a_rerun_changes_nothing_and_every_step_is_recorded(options: WarehouseOp
 /// A bad seed row (a zero exchange rate) makes the amount test fail with a sample.
 async fn a_failing_data_test_reports_a_sample_of_its_rows(options: WarehouseOptions) {
     let (pool, _) = built(options).await;
-    let files = embedded_files()
-        .into_iter()
-        .map(|(path, text)| match path.as_str() {
-            "seeds/fx_rates.csv" => (path, text.replace("USD,83.00", "USD,0")),
-            _ => (path, text),
-        })
-        .collect();
-    let broken = Project::from_files(files).unwrap();
+    let broken = embedded_with_edit("seeds/fx_rates.csv", "USD,83.00", "USD,0");
     let report = run(&pool, &broken, true).await;
     assert!(report.failed());
     let failures = report.failures();
@@ -625,21 +634,12 @@ async fn a_passing_test_of_a_merged_model_then_checks_the_rows_merged(options: W
         .await
         .unwrap();
     // The model changes, not its columns or its tests: the run merges it.
-    let files = embedded_files()
-        .into_iter()
-        .map(|(path, text)| match path.as_str() {
-            "models/staging/stg_transactions.sql" => (
-                path,
-                text.replace(
-                    "        event_id as latest_event_id,\n        status,",
-                    "        event_id as latest_event_id,\n        \
+    let project = embedded_with_edit(
+        "models/staging/stg_transactions.sql",
+        "        event_id as latest_event_id,\n        status,",
+        "        event_id as latest_event_id,\n        \
                      case when transaction_id = 'T3' then 'LOST' else status end as status,",
-                ),
-            ),
-            _ => (path, text),
-        })
-        .collect();
-    let project = Project::from_files(files).unwrap();
+    );
     insert(&pool, &T3_SETTLED).await;
     let report = run(&pool, &project, false).await;
     let test = report.node(TEST).unwrap();
@@ -664,20 +664,11 @@ async fn a_passing_test_of_a_merged_model_then_checks_the_rows_merged(options: W
 async fn a_failing_test_keeps_checking_every_row_until_it_passes(options: WarehouseOptions) {
     let (pool, _) = built(options).await;
     const TEST: &str = "accepted_values_staging_stg_transactions_status";
-    let files = embedded_files()
-        .into_iter()
-        .map(|(path, text)| match path.as_str() {
-            "models/staging/stg_transactions.sql" => (
-                path,
-                text.replace(
-                    "accepted_values status PENDING, SUCCESS, FAILED",
-                    "accepted_values status PENDING, SUCCESS",
-                ),
-            ),
-            _ => (path, text),
-        })
-        .collect();
-    let project = Project::from_files(files).unwrap();
+    let project = embedded_with_edit(
+        "models/staging/stg_transactions.sql",
+        "accepted_values status PENDING, SUCCESS, FAILED",
+        "accepted_values status PENDING, SUCCESS",
+    );
     for _ in 0..2 {
         insert(&pool, &T3_SETTLED).await;
         let report = run(&pool, &project, false).await;
@@ -695,20 +686,11 @@ async fn a_failing_column_test_reports_its_own_count_beside_its_passing_neighbou
 ) {
     let (pool, _) = built(options).await;
     // FAILED is no longer accepted: the fixture's failed payment T4 breaks the test.
-    let files = embedded_files()
-        .into_iter()
-        .map(|(path, text)| match path.as_str() {
-            "models/staging/stg_transactions.sql" => (
-                path,
-                text.replace(
-                    "accepted_values status PENDING, SUCCESS, FAILED",
-                    "accepted_values status PENDING, SUCCESS",
-                ),
-            ),
-            _ => (path, text),
-        })
-        .collect();
-    let project = Project::from_files(files).unwrap();
+    let project = embedded_with_edit(
+        "models/staging/stg_transactions.sql",
+        "accepted_values status PENDING, SUCCESS, FAILED",
+        "accepted_values status PENDING, SUCCESS",
+    );
     let report = run(&pool, &project, false).await;
     let test = |name: &str| {
         report
