@@ -394,6 +394,8 @@ pub fn deployment(pipeline: &FintechPipeline, worker: Worker, config_hash: &str)
                         true,
                     )],
                     security_context: Some(pod_security()),
+                    // The workers never call the API server, so they get no token to lose.
+                    automount_service_account_token: Some(false),
                     // Service links would add `<SERVICE>_PORT`-style variables, and a Service
                     // named fintech-kafka would inject FINTECH_KAFKA_* into the workers' flags.
                     enable_service_links: Some(false),
@@ -483,6 +485,7 @@ pub fn transform_cron_job(pipeline: &FintechPipeline, config_hash: &str) -> Cron
                             )],
                             restart_policy: Some("Never".to_owned()),
                             security_context: Some(pod_security()),
+                            automount_service_account_token: Some(false),
                             enable_service_links: Some(false),
                             ..PodSpec::default()
                         }),
@@ -511,12 +514,21 @@ pub fn manual_transform_job(
         RUN_TRANSFORM_ANNOTATION.to_owned(),
         token.to_owned(),
     )]));
+    // The CronJob's history limits clean up the Jobs it starts; a manual Job is removed a
+    // day after it finishes, and its result stays in the status.
+    let spec = template.spec.map(|spec| JobSpec {
+        ttl_seconds_after_finished: Some(MANUAL_JOB_TTL_SECONDS),
+        ..spec
+    });
     k8s_openapi::api::batch::v1::Job {
         metadata: meta,
-        spec: template.spec,
+        spec,
         ..k8s_openapi::api::batch::v1::Job::default()
     }
 }
+
+/// How long a finished manual transform Job (and its pod and logs) stays: a day.
+pub const MANUAL_JOB_TTL_SECONDS: i32 = 86_400;
 
 #[cfg(test)]
 mod tests {
@@ -564,6 +576,7 @@ mod tests {
         );
         let pod = pod.spec.unwrap();
         assert_eq!(pod.enable_service_links, Some(false));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let container = &pod.containers[0];
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
@@ -652,6 +665,22 @@ mod tests {
                 .unwrap()[0],
             "transform"
         );
+    }
+
+    #[test]
+    fn a_finished_manual_run_job_is_removed_after_a_day_and_no_job_mounts_a_token() {
+        let p = pipeline("{}");
+        let manual = manual_transform_job(&p, "token", "h").spec.unwrap();
+        assert_eq!(manual.ttl_seconds_after_finished, Some(86_400));
+        let scheduled = transform_cron_job(&p, "h").spec.job_template.spec.unwrap();
+        // Scheduled Jobs are kept by the CronJob's history limits instead.
+        assert_eq!(scheduled.ttl_seconds_after_finished, None);
+        for job in [manual, scheduled] {
+            assert_eq!(
+                job.template.spec.unwrap().automount_service_account_token,
+                Some(false)
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -17,8 +17,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::children::{self, FIELD_MANAGER, Worker};
+use crate::children::{self, FIELD_MANAGER, METRICS_PORT, Worker};
 use crate::crd::{FintechPipeline, JobResult, Phase};
+use crate::data::{self, Judgement, Readings};
 use crate::metrics::Metrics;
 use crate::status::{self, Availability, Observed};
 
@@ -27,6 +28,14 @@ const RESYNC: Duration = Duration::from_secs(60);
 
 /// How soon a pipeline whose Secrets are missing is reconciled again.
 const WAITING_FOR_SECRETS: Duration = Duration::from_secs(5);
+
+/// How often, at most, the workers' `/status` is read. Between reads the last judgement
+/// stands; without this, the status patch of each read would start the next reconcile, and
+/// with it the next read, at once.
+const DATA_READ_EVERY: i64 = 30;
+
+/// How long one pod's `/status` may take to answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Errors of a reconcile, named for the failed action.
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +246,15 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         .list(&ListParams::default().labels(&children::selector(pipeline, "transform")))
         .await
         .map_err(Error::ReadJobs)?;
-    let mut transform = status::transform_runs(&cron_job.status.unwrap_or_default(), &jobs.items);
+    let previous_success = previous
+        .transform
+        .as_ref()
+        .and_then(|t| t.last_successful_time.as_deref());
+    let mut transform = status::transform_runs(
+        &cron_job.status.unwrap_or_default(),
+        &jobs.items,
+        previous_success,
+    );
     (
         transform.last_manual_run_token,
         transform.last_manual_run_job,
@@ -263,6 +280,22 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         )
         .await;
     }
+    let now = Timestamp::now();
+    let data = if data_due(pipeline, now) {
+        let wanted = availability.map(|a| a.desired > 0);
+        Some(
+            match read_workers(&ctx.client, &namespace, pipeline).await {
+                Ok(readings) => {
+                    data::judge(&pipeline.name_any(), &pipeline.spec, wanted, &readings, now)
+                }
+                Err(error) => {
+                    Judgement::unreadable(format!("listing the worker pods failed: {error}"), now)
+                }
+            },
+        )
+    } else {
+        None
+    };
     let [producer, streamer, loader] = availability;
     let observed = Observed {
         producer,
@@ -271,6 +304,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         cron_job_present: true,
         missing_secrets: secrets.missing,
         transform,
+        data,
     };
     // A pipeline waiting for its Secrets is checked again soon; Secrets are not watched.
     let requeue = if observed.missing_secrets.is_empty() {
@@ -278,7 +312,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
     } else {
         WAITING_FOR_SECRETS
     };
-    let status = status::compute(pipeline, &observed, Timestamp::now());
+    let status = status::compute(pipeline, &observed, now);
     let patch = serde_json::json!({
         "apiVersion": FintechPipeline::api_version(&()),
         "kind": FintechPipeline::kind(&()),
@@ -306,6 +340,63 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         .await;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Whether the workers' `/status` is due to be read: the last read is older than
+/// [`DATA_READ_EVERY`], or the spec changed since.
+fn data_due(pipeline: &FintechPipeline, now: Timestamp) -> bool {
+    let Some(status) = &pipeline.status else {
+        return true;
+    };
+    let last_read = status
+        .data
+        .as_ref()
+        .and_then(|d| d.observed_time.as_deref())
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    status.observed_generation != pipeline.metadata.generation
+        || last_read.is_none_or(|t| now.as_second() - t.as_second() >= DATA_READ_EVERY)
+}
+
+/// Reads the `/status` of every running pod of each worker, through the pod's address (a
+/// Service would pick one pod, and each streamer knows only its own partitions).
+async fn read_workers(
+    client: &Client,
+    namespace: &str,
+    pipeline: &FintechPipeline,
+) -> Result<Readings, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut readings = Readings::default();
+    for (reading, worker) in readings.iter_mut().zip(Worker::ALL) {
+        let listed = pods
+            .list(&ListParams::default().labels(&children::selector(pipeline, worker.as_str())))
+            .await?;
+        let addresses: Vec<String> = listed
+            .items
+            .iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+            .filter_map(|pod| pod.status.as_ref())
+            .filter(|status| status.phase.as_deref() == Some("Running"))
+            .filter_map(|status| status.pod_ip.as_deref())
+            .map(|ip| match ip.contains(':') {
+                true => format!("[{ip}]:{METRICS_PORT}"),
+                false => format!("{ip}:{METRICS_PORT}"),
+            })
+            .collect();
+        reading.pods = addresses.len();
+        let read = futures::future::join_all(
+            addresses
+                .iter()
+                .map(|address| fintech_status_server::report::fetch(address, STATUS_TIMEOUT)),
+        )
+        .await;
+        for result in read {
+            match result {
+                Ok(status) => reading.statuses.push(status),
+                Err(error) => reading.errors.push(error.to_string()),
+            }
+        }
+    }
+    Ok(readings)
 }
 
 /// Starts the Job of a manual run when the annotation carries a token; returns the token

@@ -39,10 +39,34 @@ use serde::{Deserialize, Serialize};
         description = "Components ready out of those desired"
     ),
     printcolumn(
-        name = "Last transform",
+        name = "Data",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"DataFlowing\")].reason",
+        description = "Whether rows flow: Flowing, Idle, or what stopped them (the DataFlowing condition's reason)"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.data.consumerLag",
+        description = "Messages in Kafka not yet in bronze"
+    ),
+    printcolumn(
+        name = "Silver/min",
+        type_ = "integer",
+        json_path = ".status.data.silverRowsPerMinute",
+        description = "Rows per minute into silver over the last five minutes"
+    ),
+    printcolumn(
+        name = "Last load",
+        type_ = "date",
+        json_path = ".status.data.lastLoadTime",
+        description = "When a load into silver last succeeded"
+    ),
+    printcolumn(
+        name = "Gold",
         type_ = "date",
         json_path = ".status.transform.lastSuccessfulTime",
-        description = "When a transform run last succeeded"
+        description = "When a transform run last succeeded: how fresh gold is"
     ),
     printcolumn(
         name = "Age",
@@ -283,12 +307,51 @@ pub struct FintechPipelineStatus {
     /// Ready components out of desired, e.g. `3/3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_components: Option<String>,
-    /// Ready, ProducerAvailable, StreamerAvailable, LoaderAvailable, TransformScheduled.
+    /// Ready, DataFlowing, ProducerAvailable, StreamerAvailable, LoaderAvailable,
+    /// TransformScheduled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Schedule and success times of the transforms.
+    /// Schedule and success times of the transforms: how fresh gold is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<TransformStatus>,
+    /// How data moves through Kafka, bronze and silver, read from the workers' pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataStatus>,
+}
+
+/// How data moves through the layers: `status.data`, read by the operator from every worker
+/// pod's `/status` at most every 30 seconds. Rates are over the last five minutes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataStatus {
+    /// When the operator read the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<String>,
+    /// Messages per minute Kafka acknowledged from the producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produced_per_minute: Option<i64>,
+    /// Rows per minute written to bronze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bronze_rows_per_minute: Option<i64>,
+    /// Rows per minute inserted into silver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silver_rows_per_minute: Option<i64>,
+    /// Messages in Kafka not yet in bronze: the streamers' consumer lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_lag: Option<i64>,
+    /// Bronze files the last load run found not yet loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_pending: Option<i64>,
+    /// When a streamer last committed a batch to bronze.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit_time: Option<String>,
+    /// When a load into silver last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_load_time: Option<String>,
+    /// The last load run's health as `metadata.load_health` calls it: healthy,
+    /// quarantined_files, silent_failure or explicit_failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_load_health: Option<String>,
 }
 
 /// Where a pipeline stands: `status.phase`, the `Phase` printer column and the Ready

@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::children::Worker;
 use crate::crd::{FintechPipeline, FintechPipelineStatus, JobResult, Phase, TransformStatus};
+use crate::data::Judgement;
 
 /// The `status` of a Kubernetes condition (the pipeline's own and its Jobs'), as the API
 /// spells it.
@@ -73,6 +74,9 @@ pub struct Observed {
     pub transform: TransformStatus,
     /// Secrets the spec names that do not exist, each with what it must hold.
     pub missing_secrets: Vec<String>,
+    /// Whether data flows, judged from the workers' `/status`; `None` when the workers were
+    /// not read this time, which keeps the previous judgement.
+    pub data: Option<Judgement>,
 }
 
 fn condition(
@@ -177,23 +181,44 @@ pub fn compute(
         )
     };
     let ready = all_available && !pipeline.spec.suspend && observed.missing_secrets.is_empty();
-    conditions.insert(
-        0,
-        condition("Ready", ready, &reason, message, generation, &now),
+    let previous_status = pipeline.status.clone().unwrap_or_default();
+    let previous = previous_status.conditions.as_slice();
+    let (data_flowing, data) = match &observed.data {
+        Some(judgement) => (
+            Some(Condition {
+                type_: DATA_FLOWING.to_owned(),
+                status: judgement.status.as_str().to_owned(),
+                reason: judgement.reason.to_owned(),
+                message: judgement.message.clone(),
+                observed_generation: generation,
+                last_transition_time: now.clone(),
+            }),
+            Some(judgement.data.clone()),
+        ),
+        None => (
+            previous.iter().find(|c| c.type_ == DATA_FLOWING).cloned(),
+            previous_status.data.clone(),
+        ),
+    };
+    conditions.splice(
+        0..0,
+        std::iter::once(condition(
+            "Ready", ready, &reason, message, generation, &now,
+        ))
+        .chain(data_flowing),
     );
-    let previous = pipeline
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
     FintechPipelineStatus {
         observed_generation: generation,
         phase: Some(phase),
         ready_components: Some(format!("{ready_workers}/{wanted_workers}")),
         conditions: merge_conditions(previous, conditions),
         transform: Some(observed.transform.clone()),
+        data,
     }
 }
+
+/// The type of the condition that says whether data flows.
+pub const DATA_FLOWING: &str = "DataFlowing";
 
 /// How a Job is doing, from its conditions.
 fn job_result(job: &Job) -> JobResult {
@@ -217,8 +242,14 @@ fn job_result(job: &Job) -> JobResult {
 }
 
 /// The transforms' last runs, from the CronJob's status and the transform Jobs (scheduled and
-/// manual); the manual-run fields are left for the controller.
-pub fn transform_runs(cron: &CronJobStatus, jobs: &[Job]) -> TransformStatus {
+/// manual); the manual-run fields are left for the controller. A success reported before
+/// (`previous_success`) is kept when it is newer, since a finished manual Job is deleted a
+/// day later and the CronJob never knew of it.
+pub fn transform_runs(
+    cron: &CronJobStatus,
+    jobs: &[Job],
+    previous_success: Option<&str>,
+) -> TransformStatus {
     let started = |job: &Job| {
         job.status
             .as_ref()
@@ -239,6 +270,7 @@ pub fn transform_runs(cron: &CronJobStatus, jobs: &[Job]) -> TransformStatus {
         .map(|t| t.0)
         .into_iter()
         .chain(succeeded)
+        .chain(previous_success.and_then(|t| t.parse::<Timestamp>().ok()))
         .max();
     TransformStatus {
         last_schedule_time: cron.last_schedule_time.as_ref().map(|t| t.0.to_string()),
@@ -406,7 +438,7 @@ mod tests {
             job("demo-transform-manual-1", 200, Some("Complete"), Some(260)),
             job("demo-transform-2", 300, Some("Failed"), None),
         ];
-        let runs = transform_runs(&cron, &jobs);
+        let runs = transform_runs(&cron, &jobs, None);
         assert_eq!(runs.last_job.as_deref(), Some("demo-transform-2"));
         assert_eq!(runs.last_job_result, Some(JobResult::Failed));
         assert_eq!(
@@ -418,12 +450,18 @@ mod tests {
             runs.last_schedule_time.as_deref(),
             Some("1970-01-01T00:01:40Z")
         );
-        let running = transform_runs(&CronJobStatus::default(), &[job("j", 5, None, None)]);
+        let running = transform_runs(&CronJobStatus::default(), &[job("j", 5, None, None)], None);
         assert_eq!(running.last_job_result, Some(JobResult::Running));
         assert_eq!(running.last_successful_time, None);
         assert_eq!(
-            transform_runs(&CronJobStatus::default(), &[]),
+            transform_runs(&CronJobStatus::default(), &[], None),
             TransformStatus::default()
+        );
+        // The manual Job has been cleaned up: its success, reported before, stays.
+        let cleaned_up = transform_runs(&cron, &jobs[..1], Some("1970-01-01T00:04:20Z"));
+        assert_eq!(
+            cleaned_up.last_successful_time.as_deref(),
+            Some("1970-01-01T00:04:20Z")
         );
     }
 
@@ -492,5 +530,43 @@ mod tests {
         );
         assert_eq!(time_of("LoaderAvailable"), later, "changed");
         assert_eq!(time_of("Ready"), later, "changed");
+    }
+
+    #[test]
+    fn the_data_judgement_follows_ready_and_is_kept_until_the_workers_are_read_again() {
+        let mut p = pipeline("{}");
+        let judgement = crate::data::Judgement {
+            status: ConditionStatus::False,
+            reason: "LoaderStalled",
+            message: "no load into silver has succeeded for 5m".to_owned(),
+            data: crate::crd::DataStatus {
+                consumer_lag: Some(12),
+                ..Default::default()
+            },
+        };
+        let read = Observed {
+            data: Some(judgement),
+            ..Observed::default()
+        };
+        let first = compute(&p, &read, Timestamp::UNIX_EPOCH);
+        let flowing = &first.conditions[1];
+        assert_eq!(
+            (
+                flowing.type_.as_str(),
+                flowing.status.as_str(),
+                flowing.reason.as_str()
+            ),
+            (DATA_FLOWING, "False", "LoaderStalled")
+        );
+        assert_eq!(first.data.as_ref().and_then(|d| d.consumer_lag), Some(12));
+        p.status = Some(first.clone());
+        // Not read this time: the same condition, time and figures.
+        let unread = compute(
+            &p,
+            &Observed::default(),
+            Timestamp::from_second(10).unwrap(),
+        );
+        assert_eq!(unread.conditions[1], first.conditions[1]);
+        assert_eq!(unread.data, first.data);
     }
 }

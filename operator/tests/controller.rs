@@ -147,11 +147,25 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         types,
         [
             "Ready",
+            "DataFlowing",
             "ProducerAvailable",
             "StreamerAvailable",
             "LoaderAvailable",
             "TransformScheduled"
         ]
+    );
+    // No pod runs, so no data can flow, and the condition says which.
+    let flowing = &status.conditions[1];
+    assert_eq!(
+        (flowing.status.as_str(), flowing.reason.as_str()),
+        ("False", "NotRunning")
+    );
+    assert!(
+        flowing
+            .message
+            .starts_with("no producer or streamer or loader pod is running"),
+        "{}",
+        flowing.message
     );
     let uid = pipeline.metadata.uid.unwrap();
     for name in ["demo-producer", "demo-streamer", "demo-loader"] {

@@ -328,6 +328,8 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
         r#"psql "$(warehouse_url)" -c 'select status, count(*) from marts.fact_transactions group by status'"#,
     );
 
+    data_flowing_turns_false_while_the_loader_cannot_load_and_its_pods_stay_ready();
+
     // Step 8: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
     sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":true}}'"#);
     eventually(
@@ -359,6 +361,102 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
     );
     sh("helm uninstall fintech-operator --namespace fintech --wait");
     sh("kubectl delete crd fintechpipelines.fintech.io");
+}
+
+/// The `DataFlowing` condition as `status reason message`.
+fn data_flowing() -> Result<String, String> {
+    try_sh(
+        r#"kubectl -n fintech get fp payments -o jsonpath='{.status.conditions[?(@.type=="DataFlowing")].status} {.status.conditions[?(@.type=="DataFlowing")].reason} {.status.conditions[?(@.type=="DataFlowing")].message}'"#,
+    )
+}
+
+/// Waits until the `DataFlowing` condition's status and reason are `expected` (`True Flowing`)
+/// and returns the condition.
+fn data_flowing_becomes(expected: &str, timeout: Duration) -> String {
+    eventually(
+        &format!("DataFlowing is {expected}"),
+        timeout,
+        || match data_flowing() {
+            Ok(seen) if seen.starts_with(expected) => Ok(seen),
+            Ok(seen) => Err(seen),
+            Err(error) => Err(error),
+        },
+    )
+}
+
+/// The loader waits for the load lock, which a `psql` session holds, so no load succeeds
+/// while every pod stays Ready: `DataFlowing` turns False with the loader named, and True
+/// again once the lock is let go. Loads run every 10 s here, so the loader is late after
+/// 90 s (three intervals and a minute).
+fn data_flowing_turns_false_while_the_loader_cannot_load_and_its_pods_stay_ready() {
+    sh(
+        r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"loader":{"intervalSeconds":10}}}'"#,
+    );
+    sh("kubectl -n fintech rollout status deployment/payments-loader --timeout=3m");
+    data_flowing_becomes("True Flowing", Duration::from_secs(180));
+    let table = sh("kubectl -n fintech get fp payments");
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "PHASE",
+            "READY",
+            "DATA",
+            "LAG",
+            "SILVER/MIN",
+            "LAST",
+            "LOAD",
+            "GOLD",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert!(table.contains(" Flowing "), "{table}");
+
+    // The loader's advisory lock (`fintech_workers::loader::LOAD_LOCK`), held by a session
+    // that then sleeps.
+    let mut holder = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{WAREHOUSE_URL}\nexec \"$PSQL\" \"$(warehouse_url)\" -X -q -c 'select pg_advisory_lock(7379550910619543553)' -c 'select pg_sleep(900)'"
+            ),
+        ])
+        .current_dir(REPOSITORY)
+        .env("PSQL", format!("{}/psql", testenv_var("FINTECH_TEST_PG_BIN")))
+        .env("KUBECTL", testenv_var("KUBECTL"))
+        .env("PATH", format!("{}:{}", std::path::Path::new(&testenv_var("KUBECTL")).parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()))
+        .env("KUBECONFIG", testenv_var("KUBECONFIG"))
+        .env("FINTECH_TEST_NODE_IP", testenv_var("FINTECH_TEST_NODE_IP"))
+        .spawn()
+        .expect("cannot start psql");
+    let stalled = data_flowing_becomes("False LoaderStalled", Duration::from_secs(300));
+    let released = holder.kill();
+    let _ = holder.wait();
+    released.expect("stopping the psql session that holds the load lock");
+    eprintln!("DataFlowing: {stalled}");
+    assert!(
+        stalled.contains("no load into silver has succeeded for")
+            && stalled.contains("the run in progress started")
+            && stalled.contains("kubectl logs deploy/payments-loader"),
+        "{stalled}"
+    );
+    let running = pods();
+    assert!(
+        running
+            .lines()
+            .any(|line| line.starts_with("payments-loader") && line.ends_with("Running true")),
+        "the loader pod is not Running and Ready:\n{running}"
+    );
+    sh("kubectl -n fintech get fp payments");
+    sh("kubectl -n fintech describe fp payments");
+    data_flowing_becomes("True Flowing", Duration::from_secs(240));
 }
 
 /// Per Kafka partition of `transactions`, the log end offset, read in the broker's pod with

@@ -1,7 +1,10 @@
 //! The HTTP endpoints of a long-running process: `/metrics` (Prometheus text format),
 //! `/healthz` (the process is alive: its work loop beats a [`Heartbeat`] often enough) and
 //! `/readyz` (it has connected and is doing its work). The fintech workers and the operator
-//! serve the same three endpoints.
+//! serve the same three endpoints; the workers also serve `/status` ([`report`]), which the
+//! operator reads.
+
+pub mod report;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +19,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
+
+use crate::report::StatusSource;
 
 /// Whether the process is ready; shared between its work and the server.
 #[derive(Clone, Default)]
@@ -164,7 +169,11 @@ struct ServerState {
     registry: Registry,
     readiness: Readiness,
     heartbeat: Heartbeat,
+    status: Option<StatusSource>,
 }
+
+/// How often a worker's rows are sampled for the rate in its `/status`, between requests.
+const STATUS_SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 /// Binds `address` and serves until `cancel` fires, with a `/healthz` that always answers
 /// 200 (the process is alive when it answers). Binding errors are returned at once, so a
@@ -175,28 +184,52 @@ pub async fn serve(
     readiness: Readiness,
     cancel: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    serve_with_heartbeat(address, registry, readiness, Heartbeat::default(), cancel).await
+    serve_with_heartbeat(
+        address,
+        registry,
+        readiness,
+        Heartbeat::default(),
+        None,
+        cancel,
+    )
+    .await
 }
 
-/// [`serve`], with a `/healthz` that answers 503 while `heartbeat` is stalled.
+/// [`serve`], with a `/healthz` that answers 503 while `heartbeat` is stalled, and, given a
+/// `status` source, a `/status` document (sampled every 15 s for its rate).
 pub async fn serve_with_heartbeat(
     address: SocketAddr,
     registry: Registry,
     readiness: Readiness,
     heartbeat: Heartbeat,
+    status: Option<StatusSource>,
     cancel: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    tracing::info!(address = %listener.local_addr()?, stall_limit = ?heartbeat.stall_limit(), "serving /metrics, /healthz and /readyz");
+    tracing::info!(address = %listener.local_addr()?, stall_limit = ?heartbeat.stall_limit(), status = status.is_some(), "serving /metrics, /healthz and /readyz");
+    if let Some(status) = status.clone() {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(STATUS_SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { status.snapshot(); }
+                    () = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
     let state = Arc::new(ServerState {
         registry,
         readiness,
         heartbeat,
+        status,
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        .route("/status", get(status_document))
         .with_state(state);
     Ok(tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned());
@@ -221,6 +254,28 @@ async fn metrics(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("encoding metrics failed: {error}"),
+        ),
+    }
+}
+
+async fn status_document(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
+    match &state.status {
+        Some(status) => match serde_json::to_string(&status.snapshot()) {
+            Ok(body) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            ),
+            Err(error) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("encoding the status failed: {error}"),
+            ),
+        },
+        None => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "this process serves no status document".to_owned(),
         ),
     }
 }
@@ -269,18 +324,23 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 mod tests {
     use super::*;
 
-    /// Serves `heartbeat` on a free loopback port and returns the port.
-    async fn serve_on_free_port(heartbeat: Heartbeat, cancel: &CancellationToken) -> u16 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Serves `heartbeat` on a free loopback port and returns the port.
+    async fn serve_on_free_port(heartbeat: Heartbeat, cancel: &CancellationToken) -> u16 {
+        let port = free_port();
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         serve_with_heartbeat(
             address,
             Registry::default(),
             Readiness::default(),
             heartbeat,
+            None,
             cancel.clone(),
         )
         .await
@@ -325,6 +385,64 @@ mod tests {
         heartbeat.age(Duration::from_secs(365 * 24 * 3600));
         assert_eq!(get(port, "/healthz").await, (200, "ok".to_owned()));
         cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_status_document_a_worker_serves_is_what_fetch_reads() {
+        use crate::report::{StatusSource, WorkerStatus, fetch};
+        let cancel = CancellationToken::new();
+        let port = free_port();
+        let source = StatusSource::new(|| WorkerStatus {
+            worker: "streamer".to_owned(),
+            rows_total: 42,
+            backlog: Some(7),
+            ..WorkerStatus::default()
+        });
+        serve_with_heartbeat(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Registry::default(),
+            Readiness::default(),
+            Heartbeat::default(),
+            Some(source),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+        let read = fetch(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(read.worker, "streamer");
+        assert!(read.started_at > 1_700_000_000, "{read:?}");
+        assert_eq!((read.rows_total, read.backlog), (42, Some(7)));
+        // One sample so far: no rate yet.
+        assert_eq!(read.rows_per_minute, None);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn reading_the_status_of_a_process_without_one_fails_with_its_answer() {
+        let cancel = CancellationToken::new();
+        let port = serve_on_free_port(Heartbeat::default(), &cancel).await;
+        let error = report::fetch(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("404"), "{error}");
+        assert!(error.contains("serves no status document"), "{error}");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn reading_the_status_of_nothing_fails_with_the_address() {
+        let port = free_port();
+        let error = report::fetch(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("127.0.0.1:{port}/status")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -454,10 +454,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
     let lake = Lake::open(&args.storage)?;
     let metrics = StreamerMetrics::default();
     let stall_limit = Duration::from_secs(args.stall_limit_secs);
-    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
+    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, &metrics).await?;
     let source =
         KafkaSource::new(&args.kafka, &args.group_id, metrics.lag.clone()).with_context(|| {
             format!(
@@ -503,10 +500,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     // pod), whose metrics address the loader holds already.
     let metrics_addr = args.metrics_addr.filter(|_| replay_range.is_none());
     let stall_limit = Duration::from_secs(args.stall_limit_secs);
-    let harness = Harness::start_with_stall_limit(metrics_addr, stall_limit, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
+    let harness = Harness::start_with_stall_limit(metrics_addr, stall_limit, &metrics).await?;
     let heartbeat = harness.heartbeat();
     let schedule = if args.once || replay_range.is_some() {
         Schedule::Once
@@ -705,7 +699,7 @@ async fn warehouse_command(args: WarehouseArgs) -> anyhow::Result<()> {
         warehouse.options().database_url
     );
     println!("It serves one connection at a time. Stop with Ctrl-C.");
-    let harness = Harness::start(None, |_| {}).await?;
+    let harness = Harness::without_server().await?;
     harness.cancel().cancelled().await;
     harness.finish(warehouse.shutdown().await).await?;
     Ok(())
@@ -727,10 +721,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let stall_limit = Duration::from_secs(args.stall_limit_secs)
         .max(Duration::from_secs(args.flush_timeout_secs))
         .max(pace);
-    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, |registry| {
-        metrics.register(registry)
-    })
-    .await?;
+    let harness = Harness::start_with_stall_limit(args.metrics_addr, stall_limit, &metrics).await?;
 
     let state = kafka::ensure_topic(&args.kafka, &args.topic)
         .await

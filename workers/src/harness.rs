@@ -1,9 +1,9 @@
 //! The process around a long-running stage: signals, the status server and readiness.
 //!
 //! Every worker process starts the same way (install the signal handlers, serve `/metrics`,
-//! `/healthz` and `/readyz` when asked to, report ready once the stage can work) and ends the
-//! same way (stop the status server, then exit with the stage's outcome). [`Harness`] does
-//! both, so a stage only implements its own `run(cancel)`.
+//! `/healthz`, `/readyz` and `/status` when asked to, report ready once the stage can work)
+//! and ends the same way (stop the status server, then exit with the stage's outcome).
+//! [`Harness`] does both, so a stage only implements its own `run(cancel)`.
 //!
 //! Liveness: a stage started with [`Harness::start_with_stall_limit`] beats the
 //! [`Harness::heartbeat`] at least once per iteration of its loop, and `/healthz` answers 503
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use fintech_status_server::Heartbeat;
 use fintech_status_server::Readiness;
+use fintech_status_server::report::{StatusSource, WorkerStatus};
 
 use crate::source::{MessageSource, SourceError, SourceEvent};
 
@@ -50,45 +51,55 @@ pub struct Harness {
     server: Option<JoinHandle<()>>,
 }
 
+/// What a stage shows on its status server besides its health and readiness: its metrics
+/// at `/metrics`, and what it last did at `/status` (which the operator reads).
+pub trait Exposed: Clone + Send + Sync + 'static {
+    /// Registers the stage's metrics.
+    fn register(&self, registry: &mut Registry);
+    /// The stage's `/status` document now (the status server adds its start and its rate).
+    fn status(&self) -> WorkerStatus;
+}
+
 impl Harness {
-    /// Installs the signal handlers and, when `metrics_addr` is given, serves the metrics
-    /// `register` adds with the health and readiness endpoints. The process is not ready
-    /// until [`Harness::ready`]. `/healthz` answers 200 as long as the server answers.
-    pub async fn start(
-        metrics_addr: Option<SocketAddr>,
-        register: impl FnOnce(&mut Registry),
-    ) -> Result<Self, HarnessError> {
-        Self::start_with_heartbeat(metrics_addr, Heartbeat::default(), register).await
+    /// Installs the signal handlers and nothing else: for a process that serves no status.
+    pub async fn without_server() -> Result<Self, HarnessError> {
+        let cancel = on_signal().map_err(HarnessError::Signals)?;
+        Ok(Self {
+            cancel,
+            readiness: Readiness::default(),
+            heartbeat: Heartbeat::default(),
+            server: None,
+        })
     }
 
-    /// [`Harness::start`] for a stage whose loop beats [`Harness::heartbeat`]: `/healthz`
-    /// answers 503 once the last beat is older than `stall_limit`. The clock starts now, so
-    /// the stage's start-up counts until its first beat.
+    /// Installs the signal handlers and, when `metrics_addr` is given, serves what `exposed`
+    /// shows with the health and readiness endpoints. The process is not ready until
+    /// [`Harness::ready`]. The stage's loop beats [`Harness::heartbeat`]: `/healthz` answers
+    /// 503 once the last beat is older than `stall_limit`. The clock starts now, so the
+    /// stage's start-up counts until its first beat.
     pub async fn start_with_stall_limit(
         metrics_addr: Option<SocketAddr>,
         stall_limit: Duration,
-        register: impl FnOnce(&mut Registry),
-    ) -> Result<Self, HarnessError> {
-        Self::start_with_heartbeat(metrics_addr, Heartbeat::new(stall_limit), register).await
-    }
-
-    async fn start_with_heartbeat(
-        metrics_addr: Option<SocketAddr>,
-        heartbeat: Heartbeat,
-        register: impl FnOnce(&mut Registry),
+        exposed: &impl Exposed,
     ) -> Result<Self, HarnessError> {
         let cancel = on_signal().map_err(HarnessError::Signals)?;
         let readiness = Readiness::default();
+        let heartbeat = Heartbeat::new(stall_limit);
         let server = match metrics_addr {
             None => None,
             Some(address) => {
                 let mut registry = Registry::default();
-                register(&mut registry);
+                exposed.register(&mut registry);
+                let status = StatusSource::new({
+                    let exposed = exposed.clone();
+                    move || exposed.status()
+                });
                 let server = fintech_status_server::serve_with_heartbeat(
                     address,
                     registry,
                     readiness.clone(),
                     heartbeat.clone(),
+                    Some(status),
                     cancel.clone(),
                 )
                 .await

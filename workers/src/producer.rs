@@ -18,10 +18,12 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
+use fintech_status_server::report::WorkerStatus;
+
 use crate::clock::EventClock;
 use crate::event::PaymentEvent;
 use crate::faults::{Fault, FaultInjector, FaultRates};
-use crate::harness::Progress;
+use crate::harness::{Exposed, Progress};
 use crate::kaggle::{self, KaggleReader};
 use crate::settlement::SettlementSchedule;
 use crate::sink::{DeliveryReport, EventSink, Message, SinkError};
@@ -151,6 +153,8 @@ pub struct ProducerMetrics {
     delivered: Counter,
     delivery_failures: Counter,
     settlements_waiting: Gauge,
+    /// When Kafka last acknowledged a message (Unix seconds); 0 before the first.
+    last_delivery: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,8 +169,43 @@ struct FaultLabels {
 }
 
 impl ProducerMetrics {
+    fn message_sent(&self, outgoing: &Outgoing) {
+        self.messages
+            .get_or_create(&MessageLabels {
+                source: outgoing.event.source.as_str(),
+                status: outgoing.event.status.as_str(),
+            })
+            .inc();
+        for fault in &outgoing.faults {
+            self.faults
+                .get_or_create(&FaultLabels {
+                    fault: fault.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    fn kaggle_row_skipped(&self, error: &kaggle::RowError) {
+        let skipped = self.kaggle_rows_skipped.inc() + 1;
+        if skipped <= LOGGED_BAD_ROWS || skipped.is_multiple_of(1000) {
+            tracing::warn!(line = error.line, reason = %error.reason, skipped, "skipping malformed Kaggle row");
+        }
+    }
+
+    fn delivery_report(&self, report: &DeliveryReport) {
+        let new = report.delivered.saturating_sub(self.delivered.get());
+        if new > 0 {
+            self.delivered.inc_by(new);
+            self.last_delivery.set(Utc::now().timestamp());
+        }
+        self.delivery_failures
+            .inc_by(report.failed.saturating_sub(self.delivery_failures.get()));
+    }
+}
+
+impl Exposed for ProducerMetrics {
     /// Registers the metrics under `fintech_producer_*`.
-    pub fn register(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("fintech_producer");
         registry.register(
             "messages",
@@ -194,40 +233,26 @@ impl ProducerMetrics {
             self.delivery_failures.clone(),
         );
         registry.register(
+            "last_delivery_timestamp_seconds",
+            "When Kafka last acknowledged a message (Unix time)",
+            self.last_delivery.clone(),
+        );
+        registry.register(
             "settlements_waiting",
             "Settlements scheduled but not yet due",
             self.settlements_waiting.clone(),
         );
     }
 
-    fn message_sent(&self, outgoing: &Outgoing) {
-        self.messages
-            .get_or_create(&MessageLabels {
-                source: outgoing.event.source.as_str(),
-                status: outgoing.event.status.as_str(),
-            })
-            .inc();
-        for fault in &outgoing.faults {
-            self.faults
-                .get_or_create(&FaultLabels {
-                    fault: fault.as_str(),
-                })
-                .inc();
+    /// What the producer last did, for its `/status`: messages Kafka acknowledged and when
+    /// it last did.
+    fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            worker: "producer".to_owned(),
+            rows_total: self.delivered.get(),
+            last_progress_at: Some(self.last_delivery.get()).filter(|&at| at > 0),
+            ..WorkerStatus::default()
         }
-    }
-
-    fn kaggle_row_skipped(&self, error: &kaggle::RowError) {
-        let skipped = self.kaggle_rows_skipped.inc() + 1;
-        if skipped <= LOGGED_BAD_ROWS || skipped.is_multiple_of(1000) {
-            tracing::warn!(line = error.line, reason = %error.reason, skipped, "skipping malformed Kaggle row");
-        }
-    }
-
-    fn delivery_report(&self, report: &DeliveryReport) {
-        self.delivered
-            .inc_by(report.delivered.saturating_sub(self.delivered.get()));
-        self.delivery_failures
-            .inc_by(report.failed.saturating_sub(self.delivery_failures.get()));
     }
 }
 

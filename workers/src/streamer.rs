@@ -18,9 +18,12 @@ use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use fintech_status_server::report::WorkerStatus;
+
 use crate::bronze::lake::{Lake, LakeError, Publication, RecordVersion, VersionedRecord};
 use crate::bronze::layout::{self, BatchRange};
 use crate::bronze::writer::{self, DaySplit, EncodeError};
+use crate::harness::Exposed;
 use crate::kafka::LagGauge;
 use crate::source::{MessageSource, SourceError, SourceEvent, SourceMessage};
 
@@ -72,6 +75,7 @@ pub enum StreamError {
 #[derive(Clone)]
 pub struct StreamerMetrics {
     messages: Counter,
+    rows: Counter,
     bytes: Counter,
     batches: Counter,
     files_written: Family<FileLabels, Counter>,
@@ -99,6 +103,7 @@ impl Default for StreamerMetrics {
     fn default() -> Self {
         Self {
             messages: Counter::default(),
+            rows: Counter::default(),
             bytes: Counter::default(),
             batches: Counter::default(),
             files_written: Family::default(),
@@ -133,11 +138,18 @@ impl StreamerMetrics {
     pub fn commits_refused(&self) -> u64 {
         self.commits_refused.get()
     }
+}
 
+impl Exposed for StreamerMetrics {
     /// Registers the metrics under `fintech_streamer_*`.
-    pub fn register(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("fintech_streamer");
         registry.register("messages", "Messages read", self.messages.clone());
+        registry.register(
+            "rows",
+            "Rows written to bronze and committed",
+            self.rows.clone(),
+        );
         registry.register("bytes", "Bytes of key and payload read", self.bytes.clone());
         registry.register(
             "batches",
@@ -183,9 +195,21 @@ impl StreamerMetrics {
         );
         registry.register(
             "consumer_lag",
-            "Messages behind the end of each partition",
-            self.lag.clone(),
+            "Messages behind the end of each partition this streamer consumes",
+            self.lag.partitions(),
         );
+    }
+
+    /// What the streamer last did, for its `/status`: rows committed to bronze, the last
+    /// commit, and the messages behind the end of its partitions.
+    fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            worker: "streamer".to_owned(),
+            rows_total: self.rows.get(),
+            last_progress_at: Some(self.last_commit.get()).filter(|&at| at > 0),
+            backlog: Some(self.lag.total()),
+            ..WorkerStatus::default()
+        }
     }
 }
 
@@ -627,6 +651,7 @@ impl<S: MessageSource> Streamer<S> {
             (r + t.rows, d + t.dead_letters, m + t.messages)
         });
         self.metrics.batches.inc();
+        self.metrics.rows.inc_by(rows);
         self.metrics.last_commit.set(Utc::now().timestamp());
         self.summary.batches += 1;
         self.summary.rows += rows;

@@ -177,17 +177,13 @@ async fn a_load_run_hung_on_the_database_turns_healthz_503() {
         .unwrap();
     let folder = tempfile::tempdir().unwrap();
     let lake = Lake::open(&StorageOptions::local(folder.path()).unwrap()).unwrap();
-    let loader = Loader::new(
-        pool,
-        lake,
-        LoaderConfig::default(),
-        LoaderMetrics::default(),
-    );
+    let metrics = LoaderMetrics::default();
+    let loader = Loader::new(pool, lake, LoaderConfig::default(), metrics.clone());
 
     let port = free_port();
     let address = ([127, 0, 0, 1], port).into();
     let harness =
-        Harness::start_with_stall_limit(Some(address), Duration::from_millis(300), |_| {})
+        Harness::start_with_stall_limit(Some(address), Duration::from_millis(300), &metrics)
             .await
             .unwrap();
     harness.ready();

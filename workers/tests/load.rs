@@ -13,6 +13,7 @@ use fintech_workers::bronze::layout::{self, BatchRange};
 use fintech_workers::bronze::schema::{Nullability, TRANSACTION_COLUMNS};
 use fintech_workers::bronze::{BatchRecord, Lake};
 use fintech_workers::event::PaymentEvent;
+use fintech_workers::harness::Exposed;
 use fintech_workers::loader::{
     LOAD_LOCK, Loader, LoaderConfig, LoaderMetrics, RunReport, RunStatus, Schedule,
     UnauditedFailure,
@@ -113,6 +114,7 @@ on_every_warehouse!(a_second_run_loads_nothing_twice);
 on_every_warehouse!(a_failed_run_is_audited_and_leaves_no_row_behind);
 on_every_warehouse!(an_unreadable_bronze_file_is_set_aside_and_the_others_load);
 on_every_warehouse!(an_unreachable_object_store_fails_the_run_and_the_next_one_loads);
+on_every_warehouse!(the_loader_status_names_each_run_with_the_health_the_audit_gives_it);
 
 /// Incremental transforms read silver from the latest `loaded_at` they merged, so a run that
 /// commits after another must never stamp its rows before it: a run that waited for the
@@ -785,6 +787,48 @@ async fn a_run_whose_files_hold_nothing_new_is_a_silent_failure(options: Warehou
         "{replayed}"
     );
     assert_eq!(health(&pool, &silent).await, "silent_failure");
+    pool.close().await;
+}
+
+/// The loader's `/status` document, which the operator reads: the rows it moved into silver,
+/// and its last run with the health `metadata.load_health` gives that run.
+async fn the_loader_status_names_each_run_with_the_health_the_audit_gives_it(
+    options: WarehouseOptions,
+) {
+    let pool = options.connect_and_migrate().await.unwrap();
+    let (_folder, lake, _, expected) = filled_lake(1_000).await;
+    let metrics = LoaderMetrics::default();
+    let loader = Loader::new(
+        pool.clone(),
+        Lake::open(&lake).unwrap(),
+        LoaderConfig::default(),
+        metrics.clone(),
+    );
+    let before = metrics.status();
+    assert_eq!((before.last_run, before.backlog), (None, None));
+
+    let first = loader.run_once().await.unwrap();
+    let status = metrics.status();
+    assert_eq!(status.worker, "loader");
+    assert_eq!(status.rows_total, expected.loaded);
+    assert_eq!(status.backlog, Some(first.files_pending));
+    assert!(status.last_progress_at.is_some() && status.running_since.is_none());
+    let run = status.last_run.unwrap();
+    assert_eq!(
+        (run.id, run.health.as_str(), run.rows, run.error),
+        (first.run_id.to_string(), "healthy", expected.loaded, None)
+    );
+
+    // A copy of a loaded file: the run succeeds, loads nothing, and the audit calls it silent.
+    let (store, root) = lake.open().unwrap();
+    replay_loaded_file(store.as_ref(), &root).await;
+    let silent = loader.run_once().await.unwrap();
+    assert_eq!(silent.health, health(&pool, &silent).await);
+    let run = metrics.status().last_run.unwrap();
+    assert_eq!(
+        (run.id, run.health.as_str()),
+        (silent.run_id.to_string(), "silent_failure")
+    );
     pool.close().await;
 }
 

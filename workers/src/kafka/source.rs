@@ -54,8 +54,45 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
-/// Consumer lag per partition, from librdkafka's statistics.
-pub type LagGauge = Family<PartitionLabels, Gauge>;
+/// Consumer lag from librdkafka's statistics: per partition this member consumes (the
+/// `consumer_lag` metric) and in total (the `/status` backlog). Clones share the values.
+#[derive(Clone, Debug, Default)]
+pub struct LagGauge {
+    partitions: Family<PartitionLabels, Gauge>,
+    total: Gauge,
+}
+
+impl LagGauge {
+    /// The per-partition gauges, to register as a metric.
+    pub fn partitions(&self) -> Family<PartitionLabels, Gauge> {
+        self.partitions.clone()
+    }
+
+    /// Messages behind the end of the partitions this member consumes, at the last
+    /// statistics report.
+    pub fn total(&self) -> u64 {
+        u64::try_from(self.total.get()).unwrap_or(0)
+    }
+
+    /// Records one statistics report: `(partition, lag)` for every partition librdkafka
+    /// knows, with a negative lag for those this member does not consume. A partition given
+    /// away in a rebalance loses its gauge, so the metric does not keep its last lag forever.
+    fn report(&self, partitions: impl IntoIterator<Item = (i32, i64)>) {
+        let mut total = 0;
+        for (partition, lag) in partitions {
+            let labels = PartitionLabels {
+                partition: partition.to_string(),
+            };
+            if lag >= 0 {
+                self.partitions.get_or_create(&labels).set(lag);
+                total += lag;
+            } else {
+                self.partitions.remove(&labels);
+            }
+        }
+        self.total.set(total);
+    }
+}
 
 /// Turns rebalance callbacks into [`SourceEvent`]s and statistics into lag gauges.
 struct GroupContext {
@@ -78,17 +115,15 @@ fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
         if let Some(topic) = statistics.topics.get(&self.topic) {
-            for (partition, stats) in &topic.partitions {
-                // librdkafka reports -1 for partitions it does not consume, and a pseudo
-                // partition -1 for unassigned messages.
-                if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.lag
-                        .get_or_create(&PartitionLabels {
-                            partition: partition.to_string(),
-                        })
-                        .set(stats.consumer_lag);
-                }
-            }
+            // librdkafka reports a lag of -1 for partitions it does not consume, and a pseudo
+            // partition -1 for unassigned messages.
+            self.lag.report(
+                topic
+                    .partitions
+                    .iter()
+                    .filter(|(partition, _)| **partition >= 0)
+                    .map(|(partition, stats)| (*partition, stats.consumer_lag)),
+            );
         }
     }
 }
@@ -321,5 +356,27 @@ mod tests {
         ] {
             assert!(!is_commit_refusal(&error), "{error}");
         }
+    }
+
+    #[test]
+    fn a_partition_given_away_leaves_the_lag_metric_and_the_total() {
+        let lag = LagGauge::default();
+        lag.report([(0, 10), (1, 5), (2, -1)]);
+        assert_eq!(lag.total(), 15);
+        let gauge = |p: &str| {
+            lag.partitions()
+                .get(&PartitionLabels {
+                    partition: p.to_owned(),
+                })
+                .map(|g| g.get())
+        };
+        assert_eq!(
+            (gauge("0"), gauge("1"), gauge("2")),
+            (Some(10), Some(5), None)
+        );
+        // Partition 1 went to another member.
+        lag.report([(0, 3), (1, -1), (2, -1)]);
+        assert_eq!(lag.total(), 3);
+        assert_eq!((gauge("0"), gauge("1")), (Some(3), None));
     }
 }

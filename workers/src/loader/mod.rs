@@ -13,6 +13,7 @@ mod service;
 pub use service::{RunFailed, Schedule};
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -26,8 +27,11 @@ use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use fintech_status_server::report::{RunOutcome, WorkerStatus};
+
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
+use crate::harness::Exposed;
 use rows::{COPY_COLUMNS, EventTimeBounds, Lineage, RowStats, RunRows};
 
 /// Key of the advisory lock that serialises load transactions across loaders.
@@ -124,6 +128,9 @@ pub struct RunReport {
     pub stats: RowStats,
     /// The error of a failed run.
     pub error: Option<String>,
+    /// How `metadata.load_health` judges the run: `healthy`, `quarantined_files`,
+    /// `silent_failure` or `explicit_failure`.
+    pub health: String,
 }
 
 /// A run that could not even be audited, because the warehouse was unreachable; it is
@@ -143,28 +150,101 @@ pub struct UnauditedFailure {
 /// Metrics of the loader, under `fintech_loader_*`.
 #[derive(Clone, Default)]
 pub struct LoaderMetrics {
-    runs: Family<StatusLabels, Counter>,
+    runs: Family<RunLabels, Counter>,
     files_loaded: Counter,
     files_quarantined: Counter,
+    files_pending: Gauge,
     rows_loaded: Counter,
     rows_rejected: Counter,
     rows_duplicate: Counter,
     last_success: Gauge,
+    /// When the run in progress started (Unix seconds); 0 between runs.
+    running_since: Gauge,
+    /// The last finished run, for `/status`.
+    last_run: Arc<Mutex<Option<RunOutcome>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
+struct RunLabels {
     status: &'static str,
+    health: String,
 }
 
+/// The health of a run the warehouse could not even audit.
+const EXPLICIT_FAILURE: &str = "explicit_failure";
+
 impl LoaderMetrics {
+    fn run_started(&self) {
+        self.running_since.set(Utc::now().timestamp());
+    }
+
+    fn run_ended(&self, outcome: &Result<RunReport, UnauditedFailure>) {
+        self.running_since.set(0);
+        let finished_at = Utc::now().timestamp();
+        let last = match outcome {
+            Ok(report) => {
+                self.run_finished(report);
+                RunOutcome {
+                    id: report.run_id.to_string(),
+                    finished_at,
+                    health: report.health.clone(),
+                    rows: report.rows_loaded,
+                    error: report.error.clone(),
+                }
+            }
+            Err(failure) => {
+                self.runs
+                    .get_or_create(&RunLabels {
+                        status: RunStatus::Failed.as_str(),
+                        health: EXPLICIT_FAILURE.to_owned(),
+                    })
+                    .inc();
+                RunOutcome {
+                    id: failure.run_id.to_string(),
+                    finished_at,
+                    health: EXPLICIT_FAILURE.to_owned(),
+                    rows: 0,
+                    error: Some(failure.error.clone()),
+                }
+            }
+        };
+        *self.last_run.lock().unwrap_or_else(|e| e.into_inner()) = Some(last);
+    }
+
+    fn run_finished(&self, report: &RunReport) {
+        self.runs
+            .get_or_create(&RunLabels {
+                status: report.status.as_str(),
+                health: report.health.clone(),
+            })
+            .inc();
+        self.files_pending
+            .set(i64::try_from(report.files_pending).unwrap_or(i64::MAX));
+        self.files_loaded.inc_by(report.files_loaded);
+        self.files_quarantined.inc_by(report.files_quarantined);
+        self.rows_loaded.inc_by(report.rows_loaded);
+        self.rows_rejected.inc_by(report.stats.rejected_total());
+        self.rows_duplicate.inc_by(report.rows_duplicate);
+        if report.status == RunStatus::Success {
+            self.last_success.set(Utc::now().timestamp());
+        }
+    }
+}
+
+impl Exposed for LoaderMetrics {
     /// Registers the metrics under `fintech_loader_*`.
-    pub fn register(&self, registry: &mut Registry) {
+    fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("fintech_loader");
         registry.register(
             "runs",
-            "Load runs, by status (SUCCESS, FAILED)",
+            "Load runs, by status (SUCCESS, FAILED) and health as metadata.load_health calls \
+             it (healthy, quarantined_files, silent_failure, explicit_failure)",
             self.runs.clone(),
+        );
+        registry.register(
+            "files_pending",
+            "Bronze files the last run found not yet loaded",
+            self.files_pending.clone(),
         );
         registry.register(
             "files_loaded",
@@ -198,19 +278,24 @@ impl LoaderMetrics {
         );
     }
 
-    fn run_finished(&self, report: &RunReport) {
-        self.runs
-            .get_or_create(&StatusLabels {
-                status: report.status.as_str(),
-            })
-            .inc();
-        self.files_loaded.inc_by(report.files_loaded);
-        self.files_quarantined.inc_by(report.files_quarantined);
-        self.rows_loaded.inc_by(report.rows_loaded);
-        self.rows_rejected.inc_by(report.stats.rejected_total());
-        self.rows_duplicate.inc_by(report.rows_duplicate);
-        if report.status == RunStatus::Success {
-            self.last_success.set(Utc::now().timestamp());
+    /// What the loader last did, for its `/status`: rows inserted into silver, the last
+    /// successful run, the files waiting, the last run and the one in progress.
+    fn status(&self) -> WorkerStatus {
+        let last_run = self
+            .last_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        WorkerStatus {
+            worker: "loader".to_owned(),
+            rows_total: self.rows_loaded.get(),
+            last_progress_at: Some(self.last_success.get()).filter(|&at| at > 0),
+            backlog: last_run
+                .is_some()
+                .then(|| u64::try_from(self.files_pending.get()).unwrap_or(0)),
+            last_run,
+            running_since: Some(self.running_since.get()).filter(|&at| at > 0),
+            ..WorkerStatus::default()
         }
     }
 }
@@ -322,9 +407,17 @@ impl Loader {
         }
     }
 
+    /// One audited run, reported in the metrics and `/status` from its start to its end.
+    async fn run(&self, mode: Mode) -> Result<RunReport, UnauditedFailure> {
+        self.metrics.run_started();
+        let outcome = self.run_audited(mode).await;
+        self.metrics.run_ended(&outcome);
+        outcome
+    }
+
     /// One audited run. The audit row is written first (status `RUNNING`) and completed in
     /// its own transaction whatever happens, so a failed run is as visible as a good one.
-    async fn run(&self, mode: Mode) -> Result<RunReport, UnauditedFailure> {
+    async fn run_audited(&self, mode: Mode) -> Result<RunReport, UnauditedFailure> {
         let run_id = Uuid::new_v4();
         let started_at = Utc::now();
         let started = Instant::now();
@@ -359,7 +452,7 @@ impl Loader {
         };
         let rows_duplicate =
             loaded.stats.duplicate_in_run + (loaded.stats.accepted - loaded.rows_loaded);
-        let report = RunReport {
+        let mut report = RunReport {
             run_id,
             status: if error.is_none() {
                 RunStatus::Success
@@ -373,11 +466,12 @@ impl Loader {
             rows_duplicate,
             stats: loaded.stats,
             error,
+            health: String::new(),
         };
-        self.finish_audit(&report, started.elapsed())
+        report.health = self
+            .finish_audit(&report, started.elapsed())
             .await
             .map_err(unaudited)?;
-        self.metrics.run_finished(&report);
         Ok(report)
     }
 
@@ -410,7 +504,13 @@ impl Loader {
         Ok(())
     }
 
-    async fn finish_audit(&self, report: &RunReport, duration: Duration) -> Result<(), LoadError> {
+    /// Completes the audit row and its quality metrics; returns the run's health, as
+    /// `metadata.load_health` judges the completed row (the view owns that judgement).
+    async fn finish_audit(
+        &self,
+        report: &RunReport,
+        duration: Duration,
+    ) -> Result<String, LoadError> {
         let mut tx = self
             .pool
             .begin()
@@ -478,7 +578,14 @@ impl Loader {
         .execute(&mut *tx)
         .await
         .map_err(db("writing the quality metrics"))?;
-        tx.commit().await.map_err(db("completing the audit row"))
+        let health: String =
+            sqlx::query_scalar("select health from metadata.load_health where run_id = $1")
+                .bind(report.run_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("reading the run's health"))?;
+        tx.commit().await.map_err(db("completing the audit row"))?;
+        Ok(health)
     }
 
     /// Loads every pending file in one transaction.
