@@ -24,6 +24,8 @@ readonly KAFKA_VERSION="4.3.1"
 readonly KUBERNETES_VERSION="v1.36.3"
 readonly MINIO_VERSION="v0.0.0-20260212201848-7aac2a2c5b7c"
 readonly HELM_VERSION="v3.22.0"
+# Prometheus 3.16.0, whose Go module is versioned v0.316.0; only promtool is built.
+readonly PROMETHEUS_VERSION="v0.316.0"
 
 readonly BUCKET="fintech-test"
 readonly S3_ACCESS_KEY="fintech"
@@ -131,6 +133,16 @@ ensure_helm() {
     GOBIN="$dir/bin" go install -ldflags="-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   fi
   HELM_BIN="$dir/bin/helm"
+}
+
+# promtool checks and unit-tests the chart's alert rules.
+ensure_promtool() {
+  local dir="$CACHE/promtool-$PROMETHEUS_VERSION"
+  if [[ ! -x $dir/bin/promtool ]]; then
+    GOBIN="$dir/bin" go install -ldflags="-s -w" \
+      "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+  fi
+  PROMTOOL_BIN="$dir/bin/promtool"
 }
 
 # The Kubernetes commands the environment runs: the control plane (etcd, kube-apiserver,
@@ -440,6 +452,7 @@ start_kubernetes() {
     echo "KUBECONFIG=$kubeconfig"
     echo "KUBECTL=$K8S_BIN/kubectl"
     echo "HELM=$HELM_BIN"
+    echo "PROMTOOL=$PROMTOOL_BIN"
   } >>"$ENV_FILE"
 }
 
@@ -452,6 +465,7 @@ cmd_build() {
   timed "kafka $KAFKA_VERSION (fetch)" ensure_kafka
   timed "minio (build)" ensure_minio
   timed "helm $HELM_VERSION (build)" ensure_helm
+  timed "promtool $PROMETHEUS_VERSION (build)" ensure_promtool
   timed "kubernetes $KUBERNETES_VERSION (build)" ensure_kubernetes
   timed "node packages (install check)" ensure_node_packages
   timed "containerd $CONTAINERD_VERSION, runc $RUNC_VERSION (build)" ensure_container_runtime

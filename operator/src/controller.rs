@@ -259,6 +259,11 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         transform.last_manual_run_token,
         transform.last_manual_run_job,
     ) = manual.unzip();
+    ctx.metrics.transform_result(
+        &namespace,
+        &pipeline.name_any(),
+        transform.last_job_result == Some(JobResult::Failed),
+    );
     let previous_job = previous
         .transform
         .as_ref()

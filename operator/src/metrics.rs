@@ -1,11 +1,12 @@
-//! The operator's Prometheus metrics: reconciles by result, failures by reason, and how long
-//! a reconcile takes.
+//! The operator's Prometheus metrics: reconciles by result, failures by reason, how long a
+//! reconcile takes, and per pipeline whether its newest transform Job failed.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -23,12 +24,21 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-/// Counters and a histogram, cheap to clone into the reconciler.
+/// Labels of a per-pipeline metric. The ServiceMonitor keeps this `namespace` (the
+/// pipeline's) over the scrape's own (the operator's) with `honorLabels`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    namespace: String,
+    pipeline: String,
+}
+
+/// Counters, gauges and a histogram, cheap to clone into the reconciler.
 #[derive(Clone)]
 pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     failures: Family<ReasonLabels, Counter>,
     duration: Histogram,
+    transform_failed: Family<PipelineLabels, Gauge>,
 }
 
 impl Metrics {
@@ -38,6 +48,7 @@ impl Metrics {
             reconciles: Family::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            transform_failed: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("fintech_operator");
         registry.register(
@@ -55,7 +66,23 @@ impl Metrics {
             "Wall time of one reconcile",
             metrics.duration.clone(),
         );
+        registry.register(
+            "transform_failed",
+            "1 while the newest transform Job of a pipeline (scheduled or manual) has failed, \
+             else 0",
+            metrics.transform_failed.clone(),
+        );
         metrics
+    }
+
+    /// Records whether the newest transform Job of the pipeline `namespace/pipeline` failed.
+    pub fn transform_result(&self, namespace: &str, pipeline: &str, failed: bool) {
+        self.transform_failed
+            .get_or_create(&PipelineLabels {
+                namespace: namespace.to_owned(),
+                pipeline: pipeline.to_owned(),
+            })
+            .set(i64::from(failed));
     }
 
     /// Records one reconcile: its duration and, when it failed, why.
@@ -92,5 +119,32 @@ mod tests {
             text.contains(r#"fintech_operator_reconcile_failures_total{reason="ApplyFailed"} 1"#)
         );
         assert!(text.contains("fintech_operator_reconcile_duration_seconds_count 2"));
+    }
+
+    #[test]
+    fn a_failed_transform_is_1_per_pipeline_until_a_newer_run_succeeds() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.transform_result("fintech", "payments", true);
+        metrics.transform_result("fintech", "refunds", false);
+        let text = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text
+        };
+        let failed = text(&registry);
+        assert!(
+            failed.contains(
+                r#"fintech_operator_transform_failed{namespace="fintech",pipeline="payments"} 1"#
+            ),
+            "{failed}"
+        );
+        assert!(failed.contains(
+            r#"fintech_operator_transform_failed{namespace="fintech",pipeline="refunds"} 0"#
+        ));
+        metrics.transform_result("fintech", "payments", false);
+        assert!(text(&registry).contains(
+            r#"fintech_operator_transform_failed{namespace="fintech",pipeline="payments"} 0"#
+        ));
     }
 }

@@ -518,6 +518,11 @@ fn the_service_monitor_is_rendered_only_when_enabled_and_scrapes_the_metrics_ser
             "the ServiceMonitor's selector {key:?} does not match the metrics Service"
         );
     }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["honorLabels"].as_bool(),
+        Some(true),
+        "the per-pipeline metrics keep the pipeline's namespace"
+    );
     let port = &monitor["spec"]["endpoints"][0]["port"];
     assert!(
         service["spec"]["ports"]
@@ -527,6 +532,112 @@ fn the_service_monitor_is_rendered_only_when_enabled_and_scrapes_the_metrics_ser
             .any(|p| &p["name"] == port),
         "the ServiceMonitor scrapes port {port:?}, which the Service does not have"
     );
+}
+
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn the_worker_monitor_alerts_and_dashboard_are_rendered_only_when_enabled() {
+    let monitoring = |manifest: &str| {
+        kinds_and_names(manifest)
+            .into_iter()
+            .filter(|o| {
+                o.starts_with("PodMonitor/")
+                    || o.starts_with("PrometheusRule/")
+                    || o.ends_with("-dashboard")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        monitoring(&render("mon", "default", &[])),
+        Vec::<String>::new()
+    );
+    let on = render(
+        "mon",
+        "analytics",
+        &[
+            "rbac.scope=namespace",
+            "monitoring.podMonitor.enabled=true",
+            "monitoring.prometheusRule.enabled=true",
+            "monitoring.dashboard.enabled=true",
+            "monitoring.dashboard.namespace=grafana",
+        ],
+    );
+    assert_eq!(
+        monitoring(&on),
+        [
+            "ConfigMap/mon-fintech-operator-dashboard",
+            "PodMonitor/mon-fintech-operator-workers",
+            "PrometheusRule/mon-fintech-operator-alerts",
+        ]
+    );
+    let docs = documents(&on);
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap();
+
+    // The PodMonitor scrapes the worker pods of the release namespace and names the pipeline.
+    let monitor = &find("PodMonitor")["spec"];
+    assert_eq!(
+        monitor["namespaceSelector"]["matchNames"][0].as_str(),
+        Some("analytics")
+    );
+    assert_eq!(
+        monitor["podMetricsEndpoints"][0]["port"].as_str(),
+        Some("metrics")
+    );
+    let relabelled: Vec<&str> = monitor["podMetricsEndpoints"][0]["relabelings"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["targetLabel"].as_str().unwrap())
+        .collect();
+    assert_eq!(relabelled, ["pipeline", "component"]);
+    // The workers' pods carry the labels it selects by.
+    let pipeline = fintech_operator::crd::FintechPipeline::new(
+        "payments",
+        serde_json::from_str("{}").unwrap(),
+    );
+    let pod_labels = fintech_operator::children::deployment(
+        &pipeline,
+        fintech_operator::children::Worker::Loader,
+        "h",
+    )
+    .spec
+    .template
+    .metadata
+    .unwrap()
+    .labels
+    .unwrap();
+    for expression in monitor["selector"]["matchExpressions"]
+        .as_sequence()
+        .unwrap()
+    {
+        let value = &pod_labels[expression["key"].as_str().unwrap()];
+        assert!(
+            expression["values"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_str() == Some(value)),
+            "the loader's pod does not match {expression:?}"
+        );
+    }
+
+    // The PrometheusRule holds exactly the rules promtool checks.
+    let rules: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{CHART}/files/monitoring/alerts.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(find("PrometheusRule")["spec"], rules);
+
+    // The dashboard, where Grafana's sidecar looks for it.
+    let dashboard = find("ConfigMap");
+    assert_eq!(dashboard["metadata"]["namespace"].as_str(), Some("grafana"));
+    assert_eq!(
+        dashboard["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["fintech-pipeline.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["uid"], "fintech-pipeline");
 }
 
 /// The release and namespace the plain manifests are rendered for.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use fintech_status_server::report::WorkerStatus;
 
+use crate::bronze::decode::DeadLetterKind;
 use crate::bronze::lake::{Lake, LakeError, Publication, RecordVersion, VersionedRecord};
 use crate::bronze::layout::{self, BatchRange};
 use crate::bronze::writer::{self, DaySplit, EncodeError};
@@ -101,7 +102,7 @@ struct DeadLetterLabels {
 
 impl Default for StreamerMetrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             messages: Counter::default(),
             rows: Counter::default(),
             bytes: Counter::default(),
@@ -114,7 +115,14 @@ impl Default for StreamerMetrics {
             batch_duration: Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             last_commit: Gauge::default(),
             lag: LagGauge::default(),
+        };
+        // Every kind starts at 0, so that its first dead letter is an increase rates see.
+        for kind in DeadLetterKind::ALL {
+            let _ = metrics.dead_letters.get_or_create(&DeadLetterLabels {
+                kind: kind.as_str(),
+            });
         }
+        metrics
     }
 }
 

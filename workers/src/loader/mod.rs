@@ -23,6 +23,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -32,7 +33,7 @@ use fintech_status_server::report::{RunOutcome, WorkerStatus};
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
 use crate::harness::Exposed;
-use rows::{COPY_COLUMNS, EventTimeBounds, Lineage, RowStats, RunRows};
+use rows::{COPY_COLUMNS, EventTimeBounds, Lineage, RejectReason, RowStats, RunRows};
 
 /// Key of the advisory lock that serialises load transactions across loaders.
 pub const LOAD_LOCK: i64 = 0x6669_6e74_6563_6801;
@@ -148,16 +149,17 @@ pub struct UnauditedFailure {
 }
 
 /// Metrics of the loader, under `fintech_loader_*`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LoaderMetrics {
     runs: Family<RunLabels, Counter>,
     files_loaded: Counter,
     files_quarantined: Counter,
     files_pending: Gauge,
     rows_loaded: Counter,
-    rows_rejected: Counter,
+    rows_rejected: Family<ReasonLabels, Counter>,
     rows_duplicate: Counter,
     last_success: Gauge,
+    run_duration: Histogram,
     /// When the run in progress started (Unix seconds); 0 between runs.
     running_since: Gauge,
     /// The last finished run, for `/status`.
@@ -168,6 +170,48 @@ pub struct LoaderMetrics {
 struct RunLabels {
     status: &'static str,
     health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+impl Default for LoaderMetrics {
+    fn default() -> Self {
+        let metrics = Self {
+            runs: Family::default(),
+            files_loaded: Counter::default(),
+            files_quarantined: Counter::default(),
+            files_pending: Gauge::default(),
+            rows_loaded: Counter::default(),
+            rows_rejected: Family::default(),
+            rows_duplicate: Counter::default(),
+            last_success: Gauge::default(),
+            run_duration: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            running_since: Gauge::default(),
+            last_run: Arc::default(),
+        };
+        // Every outcome and reason starts at 0, so that the first failed or silent run, or
+        // the first rejection, is an increase that alerts and rates see, not a new series.
+        for (status, health) in [
+            (RunStatus::Success, "healthy"),
+            (RunStatus::Success, "quarantined_files"),
+            (RunStatus::Success, "silent_failure"),
+            (RunStatus::Failed, EXPLICIT_FAILURE),
+        ] {
+            let _ = metrics.runs.get_or_create(&RunLabels {
+                status: status.as_str(),
+                health: health.to_owned(),
+            });
+        }
+        for reason in RejectReason::ALL {
+            let _ = metrics.rows_rejected.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        metrics
+    }
 }
 
 /// The health of a run the warehouse could not even audit.
@@ -223,7 +267,13 @@ impl LoaderMetrics {
         self.files_loaded.inc_by(report.files_loaded);
         self.files_quarantined.inc_by(report.files_quarantined);
         self.rows_loaded.inc_by(report.rows_loaded);
-        self.rows_rejected.inc_by(report.stats.rejected_total());
+        for (reason, rows) in &report.stats.rejected {
+            self.rows_rejected
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(*rows);
+        }
         self.rows_duplicate.inc_by(report.rows_duplicate);
         if report.status == RunStatus::Success {
             self.last_success.set(Utc::now().timestamp());
@@ -263,7 +313,7 @@ impl Exposed for LoaderMetrics {
         );
         registry.register(
             "rows_rejected",
-            "Rows refused by validation",
+            "Rows refused by validation, by reason (see raw.rejected_transactions)",
             self.rows_rejected.clone(),
         );
         registry.register(
@@ -275,6 +325,11 @@ impl Exposed for LoaderMetrics {
             "last_success_timestamp_seconds",
             "When a run last succeeded (Unix time)",
             self.last_success.clone(),
+        );
+        registry.register(
+            "run_duration_seconds",
+            "Time a load run took, audit included",
+            self.run_duration.clone(),
         );
     }
 
@@ -410,7 +465,11 @@ impl Loader {
     /// One audited run, reported in the metrics and `/status` from its start to its end.
     async fn run(&self, mode: Mode) -> Result<RunReport, UnauditedFailure> {
         self.metrics.run_started();
+        let started = Instant::now();
         let outcome = self.run_audited(mode).await;
+        self.metrics
+            .run_duration
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.run_ended(&outcome);
         outcome
     }

@@ -71,6 +71,16 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [RejectReason; 6] = [
+        Self::MissingCustomerId,
+        Self::NonPositiveAmount,
+        Self::AmountOutOfRange,
+        Self::InvalidEventId,
+        Self::UnstorableText,
+        Self::ImplausibleEventTime,
+    ];
+
     /// The stored reason.
     pub fn as_str(self) -> &'static str {
         match self {
