@@ -22,6 +22,7 @@ use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits,
 #[cfg(feature = "embedded")]
 use crate::quickstart::{self, QuickstartConfig};
 use crate::redrive::{self, RedriveOptions};
+use crate::settlement::Unsettled;
 use crate::storage::StorageOptions;
 use crate::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use crate::telemetry::{self, LogFormat};
@@ -123,6 +124,23 @@ pub struct ProduceArgs {
     /// Share of settlements that fail.
     #[arg(long, env = "FINTECH_SETTLEMENT_FAILURE_RATE", default_value_t = 0.1)]
     settlement_failure_rate: f64,
+
+    /// Shortest time from a pending payment to its settlement (T+1 by default).
+    #[arg(
+        long,
+        env = "FINTECH_SETTLEMENT_MIN_DELAY_SECS",
+        default_value_t = 86_400
+    )]
+    settlement_min_delay_secs: u32,
+
+    /// Longest time from a pending payment to its settlement. A restarted producer reads
+    /// this far back in the topic for payments it has still to settle.
+    #[arg(
+        long,
+        env = "FINTECH_SETTLEMENT_MAX_DELAY_SECS",
+        default_value_t = 259_200
+    )]
+    settlement_max_delay_secs: u32,
 
     /// Share of synthetic payments labelled fraudulent, before risk factors.
     #[arg(long, env = "FINTECH_FRAUD_RATE", default_value_t = 0.004)]
@@ -444,6 +462,10 @@ impl ProduceArgs {
             payments_per_day: self.payments_per_day,
             settlement_share: self.settlement_share,
             settlement_failure_rate: self.settlement_failure_rate,
+            settlement_delay: (
+                chrono::Duration::seconds(self.settlement_min_delay_secs.into()),
+                chrono::Duration::seconds(self.settlement_max_delay_secs.into()),
+            ),
             fraud_rate: self.fraud_rate,
             faults: FaultRates::from(&self.faults),
         }
@@ -736,6 +758,23 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             tracing::info!(topic = %args.kafka.topic, partitions = args.topic.partitions, "created topic")
         }
         TopicState::Existed => tracing::info!(topic = %args.kafka.topic, "topic exists"),
+    }
+    // On a live clock the schedule of settlements outlives the process in the topic itself:
+    // the payments still PENDING within the longest delay are scheduled again.
+    if args.settlement_share > 0.0 && args.start_time.is_none() {
+        let since = Utc::now() - stream.settlement_horizon();
+        let (read, unsettled) = harness
+            .heartbeat()
+            .beat_while(kafka::read_since(
+                &args.kafka,
+                since,
+                Unsettled::default(),
+                Unsettled::observe,
+            ))
+            .await
+            .with_context(|| format!("reading back topic {:?} since {since}", args.kafka.topic))?;
+        let resumed = stream.resume_settlements(unsettled.into_pending());
+        tracing::info!(read, resumed, %since, "scheduled the settlements earlier runs left waiting");
     }
     let mut sink = KafkaSink::new(&args.kafka, Duration::from_secs(args.flush_timeout_secs))
         .context("creating the Kafka producer")?;

@@ -60,6 +60,8 @@ pub struct StreamConfig {
     pub settlement_share: f64,
     /// Share of settlements that fail.
     pub settlement_failure_rate: f64,
+    /// Shortest and longest time from a pending payment to its settlement.
+    pub settlement_delay: (chrono::Duration, chrono::Duration),
     /// Share of synthetic payments labelled fraudulent (before risk factors).
     pub fraud_rate: f64,
     /// Fault injection rates.
@@ -77,6 +79,7 @@ impl Default for StreamConfig {
             payments_per_day: 50_000,
             settlement_share: 0.2,
             settlement_failure_rate: 0.1,
+            settlement_delay: crate::settlement::SETTLEMENT_DELAY,
             fraud_rate: 0.004,
             faults: FaultRates::default(),
         }
@@ -98,6 +101,15 @@ impl StreamConfig {
                     "--{name} must be between 0 and 1, got {value}"
                 )));
             }
+        }
+        let (shortest, longest) = self.settlement_delay;
+        if shortest < chrono::Duration::zero() || longest < shortest {
+            return Err(ProduceError::Config(format!(
+                "the settlement delay must be 0 or more and its maximum at least its minimum, \
+                 got {}..{} s",
+                shortest.num_seconds(),
+                longest.num_seconds()
+            )));
         }
         if self.payments_per_day == 0 {
             return Err(ProduceError::Config(
@@ -294,6 +306,7 @@ impl EventStream {
             settlements: SettlementSchedule::new(
                 config.settlement_share,
                 config.settlement_failure_rate,
+                config.settlement_delay,
                 seed ^ 0x2,
             ),
             faults: FaultInjector::new(config.faults, seed ^ 0x3),
@@ -335,6 +348,22 @@ impl EventStream {
     /// The stream's clock: where a simulated timeline has got to.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Schedules again the settlements of `pending`, payments an earlier run emitted
+    /// `PENDING` and did not settle (read back from the topic); returns how many.
+    pub fn resume_settlements(&mut self, pending: impl IntoIterator<Item = PaymentEvent>) -> usize {
+        let resumed = self.settlements.resume(pending);
+        self.metrics
+            .settlements_waiting
+            .set(i64::try_from(self.settlements.waiting()).unwrap_or(i64::MAX));
+        resumed
+    }
+
+    /// How far back a restarted producer reads the topic for payments still to settle: the
+    /// longest settlement delay.
+    pub fn settlement_horizon(&self) -> chrono::Duration {
+        self.settlements.longest_delay()
     }
 
     /// Settlements scheduled but not yet due.

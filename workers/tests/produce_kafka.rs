@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::kafka::topic_messages;
 use common::{free_port, http_get, metric, testenv_var, unique_name};
+use fintech_workers::bronze::decode;
 use fintech_workers::event::PaymentEvent;
 use fintech_workers::faults::FaultRates;
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
@@ -170,6 +171,108 @@ async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
     assert_eq!(finished["delivered"].as_u64(), Some(sent));
     assert_eq!(finished["failed"].as_u64(), Some(0));
     assert_eq!(topic_messages(&bootstrap, &topic).await.len() as u64, sent);
+}
+
+/// `fintech produce` on a live clock into `topic`, every payment pending and settled 5 to 8 s
+/// later, at 50 messages a second.
+fn live_producer(bootstrap: &str, topic: &str, seed: &str, port: u16) -> Command {
+    let mut command = fintech();
+    command
+        .args(["produce", "--log-format", "json", "--rate", "50"])
+        .args(["--bootstrap-servers", bootstrap, "--topic", topic])
+        .args(["--seed", seed, "--settlement-share", "1"])
+        .args(["--settlement-min-delay-secs", "5"])
+        .args(["--settlement-max-delay-secs", "8"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    command
+}
+
+/// The settlement schedule lives in the topic: a producer killed between payments and their
+/// settlements leaves them PENDING there, and the next producer reads them back and settles
+/// each one once; a third finds nothing left to settle and settles nothing twice.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_producer_killed_before_its_settlements_settles_each_once_after_a_restart() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("settle");
+    let port = free_port();
+    let mut first = live_producer(&bootstrap, &topic, "1", port)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once Kafka has acknowledged 100 payments: 2 s in, before any settlement is due.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer never delivered"
+        );
+        if let Some((200, body)) = http_get(port, "/metrics")
+            && metric(&body, "fintech_producer_delivered_total") >= 100.0
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let killed_at = Utc::now();
+
+    // The second runs 12 s: long enough for every settlement of the first to come due.
+    let second = live_producer(&bootstrap, &topic, "2", free_port())
+        .args(["--count", "600"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    let resumed = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "scheduled the settlements earlier runs left waiting")
+        .unwrap_or_else(|| panic!("no resume line in {log}"));
+    let resumed = resumed["resumed"].as_u64().unwrap();
+    assert!(resumed >= 100, "resumed {resumed} settlements");
+
+    // A third finds the first's payments settled, and settles none of them again.
+    let third = live_producer(&bootstrap, &topic, "3", free_port())
+        .args(["--count", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+
+    let mut by_transaction: HashMap<String, Vec<PaymentEvent>> = HashMap::new();
+    for (_, payload) in topic_messages(&bootstrap, &topic).await {
+        let event = decode::decode(Some(&payload), usize::MAX).unwrap();
+        by_transaction
+            .entry(event.transaction_id.clone())
+            .or_default()
+            .push(event);
+    }
+    let mut settled_after_the_kill = 0;
+    for (transaction, events) in &by_transaction {
+        let payment = &events[0];
+        assert_eq!(payment.status.as_str(), "PENDING", "{transaction}");
+        let settlements = &events[1..];
+        assert!(
+            settlements.len() <= 1,
+            "{transaction} settled twice: {events:?}"
+        );
+        if payment.event_time < killed_at {
+            assert_eq!(
+                settlements.len(),
+                1,
+                "{transaction} of the killed producer never settled"
+            );
+            let delay = settlements[0].event_time - payment.event_time;
+            assert!((5..8).contains(&delay.num_seconds()), "{delay}");
+            settled_after_the_kill += 1;
+        }
+    }
+    assert_eq!(settled_after_the_kill as u64, resumed);
 }
 
 /// Runs `fintech produce` with `args`, expects it to fail, and returns its stderr.

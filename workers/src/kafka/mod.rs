@@ -1,5 +1,6 @@
 //! Kafka connection settings and the `transactions` topic, shared by every Kafka client.
 
+mod read_back;
 mod sink;
 mod source;
 
@@ -10,6 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+pub use read_back::read_since;
 pub use sink::KafkaSink;
 pub use source::{KafkaSource, LagGauge, PartitionLabels};
 
