@@ -133,22 +133,7 @@ async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
         .unwrap();
 
     // Ready once the topic exists and the producer is connected; then wait for deliveries.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "producer never delivered"
-        );
-        if let (Some((200, _)), Some((200, body))) =
-            (http_get(port, "/readyz"), http_get(port, "/metrics"))
-        {
-            assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
-            if metric(&body, "fintech_producer_delivered_total") >= 200.0 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_delivered(port, 200);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -171,6 +156,27 @@ async fn sigterm_flushes_every_sent_message_and_exits_cleanly() {
     assert_eq!(finished["delivered"].as_u64(), Some(sent));
     assert_eq!(finished["failed"].as_u64(), Some(0));
     assert_eq!(topic_messages(&bootstrap, &topic).await.len() as u64, sent);
+}
+
+/// Waits until the producer serving its status on `port` is ready, healthy and has had
+/// `messages` acknowledged by Kafka.
+fn wait_until_delivered(port: u16, messages: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer never delivered {messages} messages"
+        );
+        if let (Some((200, _)), Some((200, body))) =
+            (http_get(port, "/readyz"), http_get(port, "/metrics"))
+        {
+            assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+            if metric(&body, "fintech_producer_delivered_total") >= messages as f64 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `fintech produce` on a live clock into `topic`, every payment pending and settled 5 to 8 s
@@ -201,19 +207,7 @@ async fn a_producer_killed_before_its_settlements_settles_each_once_after_a_rest
         .spawn()
         .unwrap();
     // Killed once Kafka has acknowledged 100 payments: 2 s in, before any settlement is due.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "producer never delivered"
-        );
-        if let Some((200, body)) = http_get(port, "/metrics")
-            && metric(&body, "fintech_producer_delivered_total") >= 100.0
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_delivered(port, 100);
     first.kill().unwrap();
     first.wait().unwrap();
     let killed_at = Utc::now();
