@@ -160,6 +160,9 @@ pub fn config_map(pipeline: &FintechPipeline) -> ConfigMap {
     if !spec.object_store.endpoint.is_empty() {
         data.insert("FINTECH_S3_ENDPOINT", spec.object_store.endpoint.clone());
     }
+    if !spec.producer.kaggle_csv.is_empty() {
+        data.insert("FINTECH_KAGGLE_CSV", spec.producer.kaggle_csv.clone());
+    }
     ConfigMap {
         metadata: metadata(pipeline, "config"),
         data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),

@@ -193,7 +193,10 @@ pub struct WarehouseSpec {
 }
 
 /// The producer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("self.syntheticShare >= 1.0 || self.kaggleCsv != ''").message(
+    "producer.syntheticShare below 1 replays the Kaggle export: set producer.kaggleCsv to it (s3://bucket/key in the pipeline's object store)"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ProducerSpec {
     /// Run a producer (turn off when real payments arrive from elsewhere).
@@ -207,6 +210,13 @@ pub struct ProducerSpec {
     #[serde(default = "default_one")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub synthetic_share: f64,
+    /// The Kaggle `fraudTrain.csv` export the rest of the payments replay, as
+    /// `s3://bucket/key` in the pipeline's object store (same endpoint and credentials); the
+    /// producer streams it, never loading it whole, and after its last row goes on with
+    /// synthetic payments only. Required when syntheticShare is below 1.
+    #[serde(default)]
+    #[schemars(pattern(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+)?$"))]
+    pub kaggle_csv: String,
     /// Share of payments first emitted PENDING and settled 1-3 days later, 0-1.
     #[serde(default = "default_settlement_share")]
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -498,6 +508,7 @@ impl Default for ProducerSpec {
             enabled: true,
             rate: default_rate(),
             synthetic_share: 1.0,
+            kaggle_csv: String::new(),
             settlement_share: default_settlement_share(),
             malformed_rate: 0.0,
             duplicate_rate: 0.0,

@@ -177,3 +177,48 @@ spec:
     let deleted = kubectl(&["delete", "fp", &name, "-n", "default"], None);
     assert!(deleted.status.success());
 }
+
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn a_kaggle_share_without_the_export_is_refused_and_with_it_accepted() {
+    install_crd();
+    let name = format!("kaggle-{}", std::process::id());
+    let pipeline = |kaggle: &str| {
+        format!(
+            "apiVersion: fintech.io/v1alpha1
+kind: FintechPipeline
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  producer:
+    syntheticShare: 0.3
+    kaggleCsv: \"{kaggle}\"
+"
+        )
+    };
+    let missing = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pipeline("")),
+    );
+    assert!(!missing.status.success());
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        message.contains("producer.syntheticShare below 1 replays the Kaggle export"),
+        "{message}"
+    );
+    let local = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pipeline("/data/fraudTrain.csv")),
+    );
+    assert!(!local.status.success(), "a pod has no local file to read");
+    let object = kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pipeline("s3://fintech/seeds/fraudTrain.csv")),
+    );
+    assert!(
+        object.status.success(),
+        "{}",
+        String::from_utf8_lossy(&object.stderr)
+    );
+}

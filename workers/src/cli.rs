@@ -16,6 +16,7 @@ use crate::faults::FaultRates;
 use crate::harness::{BeatingSource, Harness};
 use crate::kafka::KafkaSource;
 use crate::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
+use crate::kaggle::KaggleLocation;
 use crate::loader::rows::EventTimeBounds;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, Schedule};
 use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
@@ -96,9 +97,19 @@ pub struct ProduceArgs {
     #[arg(long, env = "FINTECH_SEED", default_value_t = 42)]
     seed: u64,
 
-    /// A Kaggle `fraudTrain.csv` export to replay; without it every payment is synthetic.
+    /// A Kaggle `fraudTrain.csv` export to replay: a local path, or `s3://bucket/key` read
+    /// as a stream from the object store at --s3-endpoint; without it every payment is
+    /// synthetic.
     #[arg(long, env = "FINTECH_KAGGLE_CSV")]
-    kaggle_csv: Option<PathBuf>,
+    kaggle_csv: Option<String>,
+
+    /// S3 endpoint of an `s3://` Kaggle file, for S3-compatible servers such as MinIO.
+    #[arg(long, env = "FINTECH_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+
+    /// S3 region of an `s3://` Kaggle file.
+    #[arg(long, env = "FINTECH_S3_REGION")]
+    s3_region: Option<String>,
 
     /// Share of payments replayed from the Kaggle file (when given).
     #[arg(long, env = "FINTECH_KAGGLE_SHARE", default_value_t = 0.7)]
@@ -455,7 +466,9 @@ impl ProduceArgs {
     fn stream_config(&self) -> StreamConfig {
         StreamConfig {
             seed: self.seed,
-            kaggle_csv: self.kaggle_csv.clone(),
+            kaggle_csv: self.kaggle_csv.as_deref().map(|location| {
+                KaggleLocation::parse(location, self.s3_endpoint.clone(), self.s3_region.clone())
+            }),
             kaggle_share: self.kaggle_share,
             kaggle_time: self.kaggle_time,
             simulated_start: self.start_time,

@@ -1,17 +1,24 @@
 //! Replay of the Kaggle credit-card transactions export (`fraudTrain.csv`).
 //!
-//! The file is read row by row, never whole (the training file is ~350 MB). Its header is
+//! The file is read row by row, never whole (the training file is ~350 MB), from a local path
+//! or from the object store (`s3://bucket/key`, streamed a few chunks ahead). Its header is
 //! checked once at open, so a wrong file fails at start with a message that says what was
 //! expected; a malformed row later in the file is reported with its line number and skipped.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
+
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::event::{self, Currency, EventSource, PaymentEvent, PaymentMethod, PaymentStatus};
+use crate::storage::StorageOptions;
 
 /// The columns of the export after its leading unnamed index column, in order.
 pub const COLUMNS: [&str; 22] = [
@@ -66,6 +73,14 @@ pub enum OpenError {
         /// What the first line holds.
         found: String,
     },
+    /// The object could not be read from the object store.
+    #[error("cannot read Kaggle file {url} from the object store: {reason}")]
+    Object {
+        /// The object's URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// Reading failed part-way (an I/O error, not a malformed row).
     #[error("reading Kaggle file {path} failed: {source}")]
     Read {
@@ -111,6 +126,131 @@ pub struct KaggleRow {
     pub transaction_number: String,
     /// `is_fraud`.
     pub is_fraud: bool,
+}
+
+/// Where an export is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KaggleLocation {
+    /// A local file, or one on a mounted volume.
+    File(PathBuf),
+    /// An object, streamed from the object store: the options' URL is the object's,
+    /// `s3://bucket/key`, with the store's endpoint and region.
+    Object(StorageOptions),
+}
+
+/// Chunks of an object read ahead of the CSV reader: a few hundred kilobytes at most.
+const CHUNKS_AHEAD: usize = 8;
+
+impl KaggleLocation {
+    /// `s3://bucket/key` is an object of the store at `s3_endpoint` and `s3_region`
+    /// (credentials from the usual `AWS_*` variables); anything else is a local path.
+    pub fn parse(location: &str, s3_endpoint: Option<String>, s3_region: Option<String>) -> Self {
+        if location.starts_with("s3://") {
+            Self::Object(StorageOptions {
+                lake_url: location.to_owned(),
+                s3_endpoint,
+                s3_region,
+            })
+        } else {
+            Self::File(PathBuf::from(location))
+        }
+    }
+
+    /// Opens the export and checks its header.
+    pub fn open(&self) -> Result<KaggleReader<Box<dyn Read + Send>>, OpenError> {
+        match self {
+            Self::File(path) => {
+                let file = File::open(path).map_err(|source| OpenError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                KaggleReader::new(path, Box::new(file))
+            }
+            Self::Object(storage) => {
+                let url = storage.lake_url.clone();
+                let object = ObjectReader::open(storage).map_err(|reason| OpenError::Object {
+                    url: url.clone(),
+                    reason,
+                })?;
+                KaggleReader::new(Path::new(&url), Box::new(object))
+            }
+        }
+    }
+}
+
+/// An object of the store as a blocking [`Read`], for the synchronous CSV reader: a thread
+/// of its own streams the object and hands over its chunks through a bounded channel, so the
+/// object is never held whole.
+struct ObjectReader {
+    chunks: Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl ObjectReader {
+    /// Starts streaming the object `storage.lake_url`; fails at once when it cannot be read
+    /// (no such bucket or key, no access).
+    fn open(storage: &StorageOptions) -> Result<Self, String> {
+        let (store, path) = storage.open().map_err(|e| e.to_string())?;
+        let (opened_tx, opened) = std::sync::mpsc::channel();
+        let (chunks_tx, chunks) = sync_channel(CHUNKS_AHEAD);
+        std::thread::Builder::new()
+            .name("kaggle-object".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = opened_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut stream = match store.get(&path).await {
+                        Ok(result) => {
+                            let _ = opened_tx.send(Ok(()));
+                            result.into_stream()
+                        }
+                        Err(error) => {
+                            let _ = opened_tx.send(Err(error.to_string()));
+                            return;
+                        }
+                    };
+                    while let Some(chunk) = stream.next().await {
+                        // The reader went away: stop reading.
+                        if chunks_tx.send(chunk.map_err(|e| e.to_string())).is_err() {
+                            return;
+                        }
+                    }
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        opened
+            .recv()
+            .map_err(|_| "the reading thread stopped".to_owned())??;
+        Ok(Self {
+            chunks,
+            current: Bytes::new(),
+        })
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => self.current = chunk,
+                Ok(Err(reason)) => return Err(std::io::Error::other(reason)),
+                // The stream ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
 }
 
 /// Streams the rows of one export file.

@@ -5,7 +5,6 @@
 //! I/O part: it paces the stream, hands messages to an [`EventSink`], and reports what was
 //! delivered.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,7 +23,7 @@ use crate::clock::EventClock;
 use crate::event::PaymentEvent;
 use crate::faults::{Fault, FaultInjector, FaultRates};
 use crate::harness::{Exposed, Progress};
-use crate::kaggle::{self, KaggleReader};
+use crate::kaggle::{self, KaggleLocation, KaggleReader};
 use crate::settlement::SettlementSchedule;
 use crate::sink::{DeliveryReport, EventSink, Message, SinkError};
 use crate::synthetic::{SyntheticGenerator, random_uuid};
@@ -47,7 +46,7 @@ pub struct StreamConfig {
     /// Seed of every random choice; the same seed gives the same events.
     pub seed: u64,
     /// Kaggle export to replay, if any.
-    pub kaggle_csv: Option<PathBuf>,
+    pub kaggle_csv: Option<KaggleLocation>,
     /// Share of payments replayed from the Kaggle file when one is given.
     pub kaggle_share: f64,
     /// Event time of Kaggle rows.
@@ -272,7 +271,7 @@ impl Exposed for ProducerMetrics {
 pub struct EventStream {
     clock: EventClock,
     synthetic: SyntheticGenerator,
-    kaggle: Option<KaggleReader<std::fs::File>>,
+    kaggle: Option<KaggleReader<Box<dyn std::io::Read + Send>>>,
     kaggle_share: f64,
     kaggle_time: KaggleTime,
     settlements: SettlementSchedule,
@@ -287,7 +286,7 @@ impl EventStream {
     pub fn new(config: &StreamConfig, metrics: ProducerMetrics) -> Result<Self, ProduceError> {
         config.validate()?;
         let kaggle = match &config.kaggle_csv {
-            Some(path) => Some(KaggleReader::open(path)?),
+            Some(location) => Some(location.open()?),
             None => None,
         };
         // Each part draws from its own generator, so that turning one feature on does not
@@ -584,7 +583,7 @@ mod tests {
     fn mixes_kaggle_and_synthetic_at_the_configured_ratio() {
         let file = kaggle_file(5_000);
         let config = StreamConfig {
-            kaggle_csv: Some(file.path().to_owned()),
+            kaggle_csv: Some(KaggleLocation::File(file.path().to_owned())),
             settlement_share: 0.0,
             ..simulated(2)
         };
@@ -604,7 +603,7 @@ mod tests {
         let file = kaggle_file(50);
         let metrics = ProducerMetrics::default();
         let config = StreamConfig {
-            kaggle_csv: Some(file.path().to_owned()),
+            kaggle_csv: Some(KaggleLocation::File(file.path().to_owned())),
             kaggle_share: 1.0,
             kaggle_time: KaggleTime::Original,
             settlement_share: 0.0,

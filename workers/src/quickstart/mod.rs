@@ -17,6 +17,7 @@ use chrono::{DateTime, Days, Utc};
 use crate::bronze::{Lake, layout};
 use crate::faults::FaultRates;
 use crate::in_process::{Flowed, InProcessPipeline, TOPIC};
+use crate::kaggle::KaggleLocation;
 use crate::loader::rows::EventTimeBounds;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, RunReport, count};
 use crate::producer::{EventStream, KaggleTime, ProducerMetrics, StreamConfig};
@@ -163,7 +164,7 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         seed: config
             .seed
             .wrapping_add(u64::from(run_number - 1).wrapping_mul(1_000_003)),
-        kaggle_csv: config.kaggle_csv.clone(),
+        kaggle_csv: config.kaggle_csv.clone().map(KaggleLocation::File),
         kaggle_time: KaggleTime::Rebased,
         simulated_start: Some(start),
         payments_per_day: u32::try_from(config.events / u64::from(config.days.max(1)))
