@@ -19,7 +19,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format, "info");
     match cli.bench.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

@@ -3,6 +3,7 @@
 //! configure the same thing (the operator renders that environment; a test parses it with
 //! [`Cli`]). The stages' loops live in their modules and run inside a [`Harness`].
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,6 +69,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// The log level when `FINTECH_LOG` sets none: `info`, except for the quickstart on a
+    /// terminal, whose progress bars and summary tell a person what happened (its log lines
+    /// are for `FINTECH_LOG=info` and for files).
+    pub fn default_log_level(&self) -> &'static str {
+        #[cfg(feature = "embedded")]
+        if matches!(self, Self::Quickstart(_)) && std::io::stderr().is_terminal() {
+            return "warn";
+        }
+        "info"
+    }
+
     /// Runs the chosen stage.
     pub async fn run(self) -> anyhow::Result<()> {
         match self {

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use indicatif::ProgressBar;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
@@ -151,13 +152,14 @@ pub trait Progress {
     fn finish(&self);
 }
 
-impl Progress for indicatif::ProgressBar {
+impl Progress for ProgressBar {
     fn advance(&self, n: u64) {
         self.inc(n);
     }
 
     fn finish(&self) {
-        self.finish_and_clear();
+        // The finished bar stays on screen: it is the stage's record of what it did.
+        ProgressBar::finish(self);
     }
 }
 

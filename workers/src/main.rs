@@ -6,7 +6,7 @@ use fintech_workers::cli::Cli;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    fintech_workers::telemetry::init(cli.log_format);
+    fintech_workers::telemetry::init(cli.log_format, cli.command.default_log_level());
     match cli.command.run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

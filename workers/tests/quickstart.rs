@@ -167,3 +167,44 @@ fn the_passwordless_warehouse_is_served_on_loopback_only_unless_asked() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("has no warehouse yet"), "{stderr}");
 }
+
+/// What a person sees on a terminal (`script` gives the quickstart one): each stage's line
+/// says what it did, log lines and library chatter stay out of the way, and no estimate of
+/// the time left is made from the first seconds of a stage.
+#[test]
+fn on_a_terminal_each_stage_says_what_it_did_and_nothing_else_interrupts() {
+    let out = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} quickstart --events {EVENTS} --out {}",
+        env!("CARGO_BIN_EXE_fintech"),
+        out.path().display()
+    );
+    let output = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env_remove("FINTECH_LOG")
+        .env("COLUMNS", "120")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    for said in [
+        "produce [",
+        "stream [",
+        "rows into silver",
+        "rejected",
+        "models built",
+        "data tests passed",
+        "Rows per layer",
+    ] {
+        assert!(screen.contains(said), "no {said:?} on the terminal:\n{screen}");
+    }
+    for noise in [
+        " INFO ",
+        " WARN ",
+        "does not exist, skipping",
+        "slow statement",
+        " eta ",
+    ] {
+        assert!(!screen.contains(noise), "{noise:?} on the terminal:\n{screen}");
+    }
+}

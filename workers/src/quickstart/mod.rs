@@ -202,15 +202,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         })
         .with_metrics(streamer_metrics.clone());
 
-    let bars = crate::telemetry::multi_progress();
-    let produce_bar = bars.add(crate::telemetry::progress_bar(
-        Some(config.events),
-        "produce",
-    ));
-    let stream_bar = bars.add(crate::telemetry::progress_bar(
-        Some(config.events),
-        "stream",
-    ));
+    let produce_bar = crate::telemetry::progress_bar(Some(config.events), "produce");
+    let stream_bar = crate::telemetry::progress_bar(Some(config.events), "stream");
     let watcher = {
         let stream_bar = stream_bar.clone();
         tokio::spawn(async move {
@@ -223,7 +216,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     let flowed = pipeline.run(&mut events, config.events, &produce_bar).await;
     watcher.abort();
     let Flowed { produced, streamed } = flowed.map_err(stage("stream"))?;
-    stream_bar.finish_and_clear();
+    stream_bar.set_position(streamed.messages);
+    stream_bar.finish();
     tracing::info!(
         produced = produced.sent,
         rows = streamed.rows,
@@ -232,7 +226,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     );
 
     // Load and transform on the embedded warehouse.
-    let load_bar = bars.add(crate::telemetry::progress_bar(None, "load"));
+    let load_bar = crate::telemetry::progress_bar(None, "load");
+    load_bar.set_message("bronze files into silver: reading, validating, de-duplicating");
     load_bar.enable_steady_tick(Duration::from_millis(120));
     // The simulated timeline of a later run reaches past today: its payments are dated as
     // far ahead as the timeline went, which the loader must accept here.
@@ -249,7 +244,13 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         .run_once()
         .await
         .map_err(|failure| stage("load")(RunFailed::from(failure)))?;
-    load_bar.finish_and_clear();
+    load_bar.finish_with_message(format!(
+        "{} files, {} rows into silver, {} rejected, {} already there",
+        load.files_loaded,
+        load.rows_loaded,
+        load.stats.rejected_total(),
+        load.rows_duplicate
+    ));
     tracing::info!(
         status = %load.status,
         rows_loaded = load.rows_loaded,
@@ -261,14 +262,19 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
             error: error.clone(),
         }));
     }
-    let transform_bar = bars.add(crate::telemetry::progress_bar(None, "transform"));
-    transform_bar.enable_steady_tick(Duration::from_millis(120));
+    let transform_bar = crate::telemetry::progress_bar(None, "transform");
     let project = Project::embedded().map_err(stage("transform"))?;
+    transform_bar.set_message(format!(
+        "{} models and {} data tests into gold",
+        project.models.len(),
+        project.tests.len()
+    ));
+    transform_bar.enable_steady_tick(Duration::from_millis(120));
     let options = TransformOptions::default();
     let transform = transform::run(&pool, &project, &options)
         .await
         .map_err(stage("transform"))?;
-    transform_bar.finish_and_clear();
+    transform_bar.finish_with_message(transform.summary_line());
     tracing::info!(failed = transform.failed(), "transformed");
 
     // Totals over every run, and the report.

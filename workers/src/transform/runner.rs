@@ -138,6 +138,30 @@ impl TransformReport {
         self.nodes.iter().any(|n| n.status == NodeStatus::Failed)
     }
 
+    /// One line for a person: models built and tests passed, or how many failed.
+    pub fn summary_line(&self) -> String {
+        let count = |kind: NodeKind, status: NodeStatus| {
+            self.nodes
+                .iter()
+                .filter(|n| n.kind == kind && n.status == status)
+                .count()
+        };
+        let failed = self
+            .nodes
+            .iter()
+            .filter(|n| n.status == NodeStatus::Failed)
+            .count();
+        let mut line = format!(
+            "{} models built, {} data tests passed",
+            count(NodeKind::Model, NodeStatus::Success),
+            count(NodeKind::Test, NodeStatus::Success)
+        );
+        if failed > 0 {
+            line.push_str(&format!(", {failed} failed"));
+        }
+        line
+    }
+
     /// A report of what failed, naming each failed node with its error or failing rows.
     pub fn failures(&self) -> String {
         self.nodes

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -195,7 +196,13 @@ impl WarehouseOptions {
                     target: redact(&self.database_url),
                     source,
                 })?;
-        Ok(options.options(self.session_settings()))
+        // Statement timings are the audit tables' business (load_audit, transform_runs);
+        // a transform's statements run for seconds by design, so sqlx's slow-statement
+        // warnings would only be noise.
+        Ok(options
+            .options(self.session_settings())
+            .log_statements(log::LevelFilter::Trace)
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1)))
     }
 
     /// Connects and applies the migrations; every worker does this at start (the migrator
