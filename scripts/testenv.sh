@@ -89,6 +89,8 @@ ensure_tools() {
   command -v python3 >/dev/null || missing+=(python3)
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  # Headless Chromium renders the quickstart's report as a person's browser does.
+  command -v chromium >/dev/null || missing+=(chromium)
   ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
   command -v go >/dev/null || die "Go is required to build MinIO, helm and Kubernetes; install Go 1.26 or newer"
   command -v cargo >/dev/null || die "cargo is required; install Rust with rustup"
@@ -454,6 +456,7 @@ start_kubernetes() {
     echo "KUBECTL=$K8S_BIN/kubectl"
     echo "HELM=$HELM_BIN"
     echo "PROMTOOL=$PROMTOOL_BIN"
+    echo "CHROMIUM=$(command -v chromium)"
   } >>"$ENV_FILE"
 }
 

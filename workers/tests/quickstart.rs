@@ -1,5 +1,8 @@
-//! `fintech quickstart` end to end on embedded parts: counts in every layer, the report, and
-//! a second run on the same folder that continues instead of repeating.
+//! `fintech quickstart` end to end on embedded parts: counts in every layer, the report (also
+//! as a real browser renders it), a second run on the same folder that continues instead of
+//! repeating, and what a person sees on a terminal.
+
+mod common;
 
 use std::process::Command;
 
@@ -196,7 +199,10 @@ fn on_a_terminal_each_stage_says_what_it_did_and_nothing_else_interrupts() {
         "data tests passed",
         "Rows per layer",
     ] {
-        assert!(screen.contains(said), "no {said:?} on the terminal:\n{screen}");
+        assert!(
+            screen.contains(said),
+            "no {said:?} on the terminal:\n{screen}"
+        );
     }
     for noise in [
         " INFO ",
@@ -205,6 +211,82 @@ fn on_a_terminal_each_stage_says_what_it_did_and_nothing_else_interrupts() {
         "slow statement",
         " eta ",
     ] {
-        assert!(!screen.contains(noise), "{noise:?} on the terminal:\n{screen}");
+        assert!(
+            !screen.contains(noise),
+            "{noise:?} on the terminal:\n{screen}"
+        );
     }
+}
+
+/// Headless Chromium from the test environment, run on `url` with `args`; returns stdout.
+fn chromium(url: &str, args: &[&str]) -> String {
+    let output = Command::new(common::testenv_var("CHROMIUM"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The report as a browser renders it: every chart has its axis titles, ticks with units and
+/// each bar's value, and the data-quality section is there. The screenshot stays in the
+/// target folder for a person to look at; the test prints where.
+#[test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+fn the_report_renders_in_a_real_browser_with_axes_units_and_values() {
+    let out = tempfile::tempdir().unwrap();
+    quickstart(out.path());
+    let url = format!("file://{}", out.path().join("report.html").display());
+    let dom = chromium(&url, &["--dump-dom"]);
+    for shown in [
+        ">gross value (INR)</text>",
+        ">payment date</text>",
+        ">payments labelled fraud (%)</text>",
+        ">₹0</text>",
+        "%</text>",
+        "<h2>Data quality</h2>",
+        "Dead letters by kind",
+        "Rejected rows by reason",
+        "Load audit (metadata.load_health)",
+        "Data tests of the last transform run:",
+    ] {
+        assert!(dom.contains(shown), "the rendered report lacks {shown:?}");
+    }
+    assert_eq!(dom.matches("<svg").count(), 6, "six charts");
+    assert!(
+        dom.matches("class=\"value\"").count() >= 20,
+        "values on the bars"
+    );
+
+    let screenshot =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("quickstart-report.png");
+    let _ = std::fs::remove_file(&screenshot);
+    chromium(
+        &url,
+        &[
+            "--window-size=1200,4200",
+            &format!("--screenshot={}", screenshot.display()),
+        ],
+    );
+    let png = std::fs::read(&screenshot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    assert_eq!(width, 1200);
+    assert!(
+        png.len() > 100_000,
+        "a blank page is smaller: {} bytes",
+        png.len()
+    );
+    eprintln!("screenshot of the report: {}", screenshot.display());
 }

@@ -594,6 +594,40 @@ impl Lake {
         Ok(pairs)
     }
 
+    /// Rows of the Parquet files under `prefix` per value of their text column `column`,
+    /// such as the dead letters by `error_kind`.
+    pub async fn count_by(
+        &self,
+        prefix: &str,
+        column: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, LakeError> {
+        use arrow_array::cast::AsArray;
+
+        let folder = layout::join(&self.root, prefix);
+        let mut counts = std::collections::BTreeMap::new();
+        for path in self
+            .list(&folder)
+            .await?
+            .iter()
+            .filter(|p| p.as_ref().ends_with(".parquet"))
+        {
+            for batch in self.read_parquet(path).await?.batches() {
+                let batch = batch?;
+                let values = batch
+                    .column_by_name(column)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .ok_or_else(|| LakeError::Parquet {
+                        path: path.to_string(),
+                        source: ParquetError::General(format!("no text column {column}")),
+                    })?;
+                for value in values.iter().flatten() {
+                    *counts.entry(value.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     /// Every object under `folder`, in the store's order.
     async fn list(&self, folder: &Path) -> Result<Vec<Path>, LakeError> {
         self.store

@@ -327,7 +327,17 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     .fetch_all(&mut *conn)
     .await
     .map_err(stage("summary"))?;
-    let data = report::gather(&mut conn, layers.clone())
+    let dead_letters_by_kind = lake
+        .count_by(layout::DEAD_LETTER_PREFIX, "error_kind")
+        .await
+        .map_err(stage("report"))?
+        .into_iter()
+        .map(|(label, count)| report::Bar {
+            label,
+            value: count as f64,
+        })
+        .collect();
+    let data = report::gather(&mut conn, layers.clone(), dead_letters_by_kind)
         .await
         .map_err(stage("report"))?;
     let report_path = out.join("report.html");

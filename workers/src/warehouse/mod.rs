@@ -13,9 +13,9 @@ pub use embedded::{EmbeddedWarehouse, SHUTDOWN_GRACE};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
