@@ -21,6 +21,7 @@ use crate::children::{self, FIELD_MANAGER, METRICS_PORT, Worker};
 use crate::crd::{FintechPipeline, JobResult, Phase};
 use crate::data::{self, Judgement, Readings};
 use crate::metrics::Metrics;
+use crate::sharing::{self, Claim, Refusal};
 use crate::status::{self, Availability, Observed};
 
 /// How often a pipeline is reconciled when nothing changes, to refresh its status.
@@ -59,6 +60,9 @@ pub enum Error {
     /// Listing the transform Jobs failed.
     #[error("listing the transform Jobs failed: {0}")]
     ReadJobs(#[source] kube::Error),
+    /// Listing the other pipelines failed.
+    #[error("listing the pipelines that could share a warehouse or lake failed: {0}")]
+    ReadPipelines(#[source] kube::Error),
     /// Writing the status failed.
     #[error("writing the status failed: {0}")]
     PatchStatus(#[source] kube::Error),
@@ -72,6 +76,7 @@ impl Error {
             Error::ApplyChild { .. } => "ApplyFailed",
             Error::ReadSecret(_) => "SecretUnreadable",
             Error::ReadJobs(_) => "JobsUnreadable",
+            Error::ReadPipelines(_) => "PipelinesUnreadable",
             Error::PatchStatus(_) => "StatusUpdateFailed",
         }
     }
@@ -87,6 +92,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failed reconciles per pipeline (namespace/name), for the back-off.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The namespace watched, or `None` for every namespace: where other pipelines that
+    /// could share a warehouse or lake are looked for.
+    watch_namespace: Option<String>,
 }
 
 impl Context {
@@ -101,6 +109,7 @@ impl Context {
             client,
             metrics,
             failures: Default::default(),
+            watch_namespace: None,
         }
     }
 }
@@ -124,6 +133,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let ctx = Context {
+        watch_namespace: namespace.clone(),
+        ..ctx
+    };
     let namespace = namespace.as_deref();
     // Only the operator's own children are cached, not every Deployment of the cluster.
     let children =
@@ -202,12 +215,23 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
     let namespace = pipeline.namespace().ok_or(Error::MissingNamespace)?;
     let previous = pipeline.status.clone().unwrap_or_default();
     let secrets = read_secrets(&ctx.client, &namespace, pipeline).await?;
-    let config = children::config_map(pipeline);
+    let refusal = refusal(ctx, pipeline, secrets.warehouse_url.as_deref()).await?;
+    // A refused pipeline keeps its children, scaled to zero as if suspended.
+    let suspended;
+    let pipeline_as_applied = if refusal.is_some() {
+        let mut copy = pipeline.clone();
+        copy.spec.suspend = true;
+        suspended = copy;
+        &suspended
+    } else {
+        pipeline
+    };
+    let config = children::config_map(pipeline_as_applied);
     let hash = children::config_hash(&config, &secrets.versions);
     apply(ctx, pipeline, &namespace, "ConfigMap", &config).await?;
     let mut availability = [Availability::default(); 3];
     for (slot, worker) in availability.iter_mut().zip(Worker::ALL) {
-        let deployment = children::deployment(pipeline, worker, &hash);
+        let deployment = children::deployment(pipeline_as_applied, worker, &hash);
         let applied = apply(ctx, pipeline, &namespace, "Deployment", &deployment).await?;
         *slot = Availability {
             ready: applied
@@ -220,7 +244,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         let service = children::metrics_service(pipeline, worker);
         apply(ctx, pipeline, &namespace, "Service", &service).await?;
     }
-    let cron_job = children::transform_cron_job(pipeline, &hash);
+    let cron_job = children::transform_cron_job(pipeline_as_applied, &hash);
     let cron_job = apply(ctx, pipeline, &namespace, "CronJob", &cron_job).await?;
 
     let manual = manual_run(&ctx.client, &namespace, pipeline, &hash).await?;
@@ -286,7 +310,14 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         .await;
     }
     let now = Timestamp::now();
-    let data = if data_due(pipeline, now) {
+    let data = if let Some(refused) = &refusal {
+        Some(Judgement {
+            status: status::ConditionStatus::False,
+            reason: refused.reason,
+            message: refused.message.clone(),
+            data: Default::default(),
+        })
+    } else if data_due(pipeline, now) {
         let wanted = availability.map(|a| a.desired > 0);
         Some(
             match read_workers(&ctx.client, &namespace, pipeline).await {
@@ -308,6 +339,7 @@ async fn apply_and_report(pipeline: &FintechPipeline, ctx: &Context) -> Result<A
         loader,
         cron_job_present: true,
         missing_secrets: secrets.missing,
+        refusal,
         transform,
         data,
     };
@@ -453,6 +485,51 @@ struct SecretsSeen {
     missing: Vec<String>,
     /// The `resourceVersion` of each one present, in the spec's order.
     versions: Vec<String>,
+    /// The warehouse URL, when its Secret holds it; compared with other pipelines', never
+    /// logged or written anywhere.
+    warehouse_url: Option<String>,
+}
+
+/// The warehouse URL in `secret` under `key`.
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+        .or_else(|| secret.string_data.as_ref()?.get(key).cloned())
+}
+
+/// Why `pipeline` must give way to an older pipeline with the same warehouse database or
+/// lake, if it must. Other pipelines are looked for where the operator watches; their
+/// warehouse Secrets are read for the comparison only.
+async fn refusal(
+    ctx: &Context,
+    pipeline: &FintechPipeline,
+    warehouse_url: Option<&str>,
+) -> Result<Option<Refusal>, Error> {
+    let others = scoped::<FintechPipeline>(&ctx.client, ctx.watch_namespace.as_deref())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::ReadPipelines)?;
+    let mine = Claim::of(pipeline, warehouse_url);
+    let mut claims = Vec::new();
+    for other in &others.items {
+        if other.metadata.uid == pipeline.metadata.uid {
+            continue;
+        }
+        let Some(namespace) = other.namespace() else {
+            continue;
+        };
+        let warehouse = &other.spec.warehouse;
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&warehouse.url_secret)
+            .await
+            .map_err(Error::ReadSecret)?;
+        let url = secret.and_then(|s| secret_value(&s, &warehouse.url_key));
+        claims.push(Claim::of(other, url.as_deref()));
+    }
+    Ok(sharing::refusal(&mine, &claims))
 }
 
 /// Reads the Secrets the spec names. Secrets are not watched (that would need list and
@@ -476,6 +553,7 @@ async fn read_secrets(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut missing = Vec::new();
     let mut versions = Vec::new();
+    let mut warehouse_url = None;
     for (name, keys) in wanted {
         let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
         if let Some(version) = secret.as_ref().and_then(|s| s.resource_version()) {
@@ -490,8 +568,17 @@ async fn read_secrets(
         if !keys.iter().all(|key| present(key)) {
             missing.push(format!("Secret {name} with key(s) {}", keys.join(", ")));
         }
+        if name == spec.warehouse.url_secret {
+            warehouse_url = secret
+                .as_ref()
+                .and_then(|s| secret_value(s, &spec.warehouse.url_key));
+        }
     }
-    Ok(SecretsSeen { missing, versions })
+    Ok(SecretsSeen {
+        missing,
+        versions,
+        warehouse_url,
+    })
 }
 
 /// The pause before retrying a pipeline that failed `failures` reconciles in a row: 5 s,
@@ -722,6 +809,18 @@ mod tests {
                 "/secrets/fintech-postgres",
                 StatusCode::OK,
                 secret("fintech-postgres", &["url"]),
+            )
+            .await;
+            // No other pipeline shares its warehouse or lake.
+            answer(
+                &mut handle,
+                "GET",
+                "/fintechpipelines",
+                StatusCode::OK,
+                serde_json::json!({
+                    "apiVersion": "fintech.io/v1alpha1", "kind": "FintechPipelineList",
+                    "metadata": {}, "items": [],
+                }),
             )
             .await;
             answer(

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod crd;
 pub mod data;
 pub mod metrics;
+pub mod sharing;
 pub mod status;
 
 use kube::CustomResourceExt;

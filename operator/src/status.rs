@@ -8,6 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::children::Worker;
 use crate::crd::{FintechPipeline, FintechPipelineStatus, JobResult, Phase, TransformStatus};
 use crate::data::Judgement;
+use crate::sharing::Refusal;
 
 /// The `status` of a Kubernetes condition (the pipeline's own and its Jobs'), as the API
 /// spells it.
@@ -74,6 +75,8 @@ pub struct Observed {
     pub transform: TransformStatus,
     /// Secrets the spec names that do not exist, each with what it must hold.
     pub missing_secrets: Vec<String>,
+    /// Why the pipeline is refused (another one uses its warehouse or lake), if it is.
+    pub refusal: Option<Refusal>,
     /// Whether data flows, judged from the workers' `/status`; `None` when the workers were
     /// not read this time, which keeps the previous judgement.
     pub data: Option<Judgement>,
@@ -154,7 +157,7 @@ pub fn compute(
         .filter(|(_, _, a)| a.desired > 0 && a.available())
         .count();
     let wanted_workers = workers.iter().filter(|(_, _, a)| a.desired > 0).count();
-    let phase = if !observed.missing_secrets.is_empty() {
+    let phase = if !observed.missing_secrets.is_empty() || observed.refusal.is_some() {
         Phase::Failed
     } else if pipeline.spec.suspend {
         Phase::Suspended
@@ -166,7 +169,9 @@ pub fn compute(
         Phase::Degraded
     };
     let namespace = pipeline.metadata.namespace.as_deref().unwrap_or("default");
-    let (reason, message) = if observed.missing_secrets.is_empty() {
+    let (reason, message) = if let Some(refusal) = &observed.refusal {
+        (refusal.reason.to_owned(), refusal.message.clone())
+    } else if observed.missing_secrets.is_empty() {
         (
             phase.as_str().to_owned(),
             format!("{ready_workers}/{wanted_workers} components ready"),
@@ -180,7 +185,10 @@ pub fn compute(
             ),
         )
     };
-    let ready = all_available && !pipeline.spec.suspend && observed.missing_secrets.is_empty();
+    let ready = all_available
+        && !pipeline.spec.suspend
+        && observed.missing_secrets.is_empty()
+        && observed.refusal.is_none();
     let previous_status = pipeline.status.clone().unwrap_or_default();
     let previous = previous_status.conditions.as_slice();
     let (data_flowing, data) = match &observed.data {

@@ -38,9 +38,8 @@ async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
         .and_then(|d| d.spec.replicas)
 }
 
-#[tokio::test]
-#[ignore = "needs the test environment: scripts/test.sh"]
-async fn the_controller_reconciles_a_pipeline_into_its_children() {
+/// Applies the CRD to the test environment's API server and waits until it is served.
+fn install_crd() {
     testenv_var("KUBECONFIG");
     let crd = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -64,20 +63,57 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         ])
         .status()
         .unwrap();
+}
 
-    let client = Client::try_default().await.unwrap();
-    let namespace = format!("controller-{}", std::process::id());
-    create_namespace(&client, &namespace).await;
+/// The controller, running in this process on `namespace` until the sender is used.
+fn start_controller(
+    client: &Client,
+    namespace: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut registry = prometheus_client::registry::Registry::default();
     let ctx = Context::new(client.clone(), Metrics::register(&mut registry));
     let controller = tokio::spawn(fintech_operator::controller::run(
         ctx,
-        Some(namespace.clone()),
+        Some(namespace.to_owned()),
         async {
             let _ = stopped.await;
         },
     ));
+    (stop, controller)
+}
+
+/// Creates Secret `name` in `namespace` with `data`.
+async fn create_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        string_data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn the_controller_reconciles_a_pipeline_into_its_children() {
+    install_crd();
+    let client = Client::try_default().await.unwrap();
+    let namespace = format!("controller-{}", std::process::id());
+    create_namespace(&client, &namespace).await;
+    let (stop, controller) = start_controller(&client, &namespace);
 
     let pipelines: Api<FintechPipeline> = Api::namespaced(client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
@@ -103,31 +139,14 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         message.contains("Secret fintech-postgres with key(s) url"),
         "{message}"
     );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    for (name, keys) in [
-        (
-            "fintech-minio",
-            vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
-        ),
-        ("fintech-postgres", vec!["url"]),
-    ] {
-        let data = keys
-            .into_iter()
-            .map(|k| (k.to_owned(), "x".to_owned()))
-            .collect();
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                ..ObjectMeta::default()
-            },
-            string_data: Some(data),
-            ..Secret::default()
-        };
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-    }
+    create_secret(
+        &client,
+        &namespace,
+        "fintech-minio",
+        &[("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x")],
+    )
+    .await;
+    create_secret(&client, &namespace, "fintech-postgres", &[("url", "x")]).await;
     // With them, every child exists, owned by the pipeline, and the phase is Pending.
     eventually("the Secrets noticed", || async {
         let status = pipelines.get("demo").await.unwrap().status;
@@ -253,7 +272,7 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
     };
     let before = config_hash().await;
     let rotate = serde_json::json!({"stringData": {"url": "postgres://rotated"}});
-    secrets
+    Api::<Secret>::namespaced(client.clone(), &namespace)
         .patch(
             "fintech-postgres",
             &PatchParams::default(),
@@ -403,4 +422,118 @@ async fn the_controller_reconciles_a_pipeline_into_its_children() {
         .delete(&namespace, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// Two pipelines pointed at one warehouse database (through two Secrets with different users)
+/// would share its schemas: the younger is refused, scaled to zero with a condition naming the
+/// older, and takes over once the older is gone.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_second_pipeline_on_the_same_warehouse_waits_scaled_to_zero_until_the_first_is_gone() {
+    install_crd();
+    let client = Client::try_default().await.unwrap();
+    let namespace = format!("shared-{}", std::process::id());
+    create_namespace(&client, &namespace).await;
+    let (stop, controller) = start_controller(&client, &namespace);
+    create_secret(
+        &client,
+        &namespace,
+        "fintech-minio",
+        &[("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")],
+    )
+    .await;
+    create_secret(
+        &client,
+        &namespace,
+        "payments-db",
+        &[("url", "postgres://payments:pw@warehouse:5432/fintech")],
+    )
+    .await;
+    create_secret(
+        &client,
+        &namespace,
+        "refunds-db",
+        &[(
+            "url",
+            "postgres://refunds:other@WAREHOUSE/fintech?sslmode=require",
+        )],
+    )
+    .await;
+    let pipelines: Api<FintechPipeline> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let create = |name: &'static str, secret: &'static str| {
+        let pipelines = pipelines.clone();
+        async move {
+            let spec = serde_json::json!({
+                "warehouse": {"urlSecret": secret},
+                "objectStore": {"bucketUrl": format!("s3://fintech/{name}")},
+            });
+            pipelines
+                .create(
+                    &PostParams::default(),
+                    &FintechPipeline::new(name, serde_json::from_value(spec).unwrap()),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    create("payments", "payments-db").await;
+    eventually("the first pipeline's children", || async {
+        replicas(&deployments, "payments-loader").await == Some(1)
+    })
+    .await;
+    // Creation times have a one-second grain: the second is created a second later.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    create("refunds", "refunds-db").await;
+
+    eventually("the second pipeline refused", || async {
+        let status = pipelines.get("refunds").await.unwrap().status;
+        status.is_some_and(|s| s.phase == Some(Phase::Failed))
+    })
+    .await;
+    let status = pipelines.get("refunds").await.unwrap().status.unwrap();
+    let ready = &status.conditions[0];
+    assert_eq!(ready.reason, "WarehouseInUse");
+    assert!(
+        ready.message.starts_with(&format!(
+            "database warehouse:5432/fintech is the warehouse of pipeline {namespace}/payments"
+        )),
+        "{}",
+        ready.message
+    );
+    assert!(!ready.message.contains("pw") && !ready.message.contains("other"));
+    for worker in ["producer", "streamer", "loader"] {
+        assert_eq!(
+            replicas(&deployments, &format!("refunds-{worker}")).await,
+            Some(0),
+            "{worker}"
+        );
+    }
+    let first = pipelines.get("payments").await.unwrap().status.unwrap();
+    assert_ne!(
+        first.phase,
+        Some(Phase::Failed),
+        "the first keeps its warehouse"
+    );
+
+    // Once the first pipeline is gone, the second one runs.
+    pipelines
+        .delete("payments", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Nothing watches the other pipeline's deletion for this one: touch it, as a resync would.
+    eventually("the second pipeline takes over", || async {
+        let now = format!("{:?}", std::time::SystemTime::now());
+        let touch = serde_json::json!({"metadata": {"annotations": {"touched": now}}});
+        let _ = pipelines
+            .patch("refunds", &PatchParams::default(), &Patch::Merge(&touch))
+            .await;
+        replicas(&deployments, "refunds-loader").await == Some(1)
+    })
+    .await;
+    let _ = stop.send(());
+    let _ = controller.await;
+    let _ = Api::<Namespace>::all(client)
+        .delete(&namespace, &DeleteParams::default())
+        .await;
 }
