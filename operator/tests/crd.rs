@@ -69,6 +69,22 @@ async fn the_crd_installs_explains_itself_and_defaults_an_empty_spec() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert!(explained.contains("Cron schedule"), "{explained}");
+    // The fields of this issue explain themselves too: the Kaggle export and the data status.
+    let kaggle = kubectl(
+        &["explain", "fintechpipeline.spec.producer.kaggleCsv"],
+        None,
+    );
+    let kaggle = String::from_utf8_lossy(&kaggle.stdout);
+    assert!(
+        kaggle.contains("read as a stream") || kaggle.contains("streams it"),
+        "{kaggle}"
+    );
+    let data = kubectl(&["explain", "fintechpipeline.status.data"], None);
+    let data = String::from_utf8_lossy(&data.stdout);
+    assert!(
+        data.contains("consumerLag") && data.contains("lastLoadHealth"),
+        "{data}"
+    );
 
     let client = Client::try_default().await.unwrap();
     let pipelines: Api<FintechPipeline> = Api::namespaced(client, "default");
@@ -92,7 +108,9 @@ async fn the_crd_installs_explains_itself_and_defaults_an_empty_spec() {
     let listed = kubectl(&["get", "fp", &name], None);
     let table = String::from_utf8_lossy(&listed.stdout);
     assert!(
-        table.contains("PHASE") && table.contains("LAST TRANSFORM"),
+        ["PHASE", "DATA", "LAG", "SILVER/MIN", "LAST LOAD", "GOLD"]
+            .iter()
+            .all(|column| table.contains(column)),
         "{table}"
     );
     pipelines
