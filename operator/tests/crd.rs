@@ -75,10 +75,7 @@ async fn the_crd_installs_explains_itself_and_defaults_an_empty_spec() {
         None,
     );
     let kaggle = String::from_utf8_lossy(&kaggle.stdout);
-    assert!(
-        kaggle.contains("read as a stream") || kaggle.contains("streams it"),
-        "{kaggle}"
-    );
+    assert!(kaggle.contains("fraudTrain.csv"), "{kaggle}");
     let data = kubectl(&["explain", "fintechpipeline.status.data"], None);
     let data = String::from_utf8_lossy(&data.stdout);
     assert!(
