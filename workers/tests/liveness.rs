@@ -117,7 +117,7 @@ async fn the_loader_binary_stays_live_through_a_pause_longer_than_its_stall_limi
         },
     )
     .await;
-    let runs = r#"fintech_loader_runs_total{status="SUCCESS"}"#;
+    let runs = r#"fintech_loader_runs_total{status="SUCCESS",health="healthy"}"#;
     eventually(
         "the first load run succeeded",
         Duration::from_secs(120),
