@@ -740,6 +740,9 @@ fn install_creates_the_objects_upgrade_keeps_the_passwords_and_uninstall_removes
         format!("deployment/{fullname}"),
         format!("serviceaccount/{fullname}"),
         format!("service/{fullname}-metrics"),
+        // Least privilege by default: the operator's grant is a Role in the namespace.
+        format!("role/{fullname}"),
+        format!("rolebinding/{fullname}"),
         "statefulset/fintech-kafka".into(),
         "service/fintech-kafka".into(),
         "statefulset/fintech-postgres".into(),
@@ -751,10 +754,8 @@ fn install_creates_the_objects_upgrade_keeps_the_passwords_and_uninstall_removes
         "job/fintech-minio-bucket-1".into(),
     ];
     let cluster_wide: Vec<String> = vec![
-        format!("clusterrole/{fullname}"),
         format!("clusterrole/{fullname}-view"),
         format!("clusterrole/{fullname}-edit"),
-        format!("clusterrolebinding/{fullname}"),
     ];
     let mut args = vec!["get", "--namespace", ns, "-o", "name"];
     args.extend(namespaced.iter().map(String::as_str));
