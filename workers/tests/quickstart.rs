@@ -109,12 +109,16 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
     assert_eq!(facts, transactions);
 
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(report.matches("<svg").count(), 4, "four charts");
+    assert_eq!(report.matches("<svg").count(), 6, "six charts");
     for title in [
         "Daily revenue",
         "Fraud rate by category",
         "Fraud rate by payment method",
         "PENDING",
+        "Dead letters by kind",
+        "Rejected rows by reason",
+        "Load audit",
+        "Data tests of the last transform run",
     ] {
         assert!(report.contains(title), "{title}");
     }
