@@ -419,27 +419,49 @@ fn data_flowing_turns_false_while_the_loader_cannot_load_and_its_pods_stay_ready
     );
     assert!(table.contains(" Flowing "), "{table}");
 
-    // The loader's advisory lock (`fintech_workers::loader::LOAD_LOCK`), held by a session
-    // that then sleeps.
+    // The loader's advisory lock (`fintech_workers::loader::LOAD_LOCK`), held by a psql
+    // session that then waits on its input. Closing the input ends the session, which lets the
+    // lock go (a session busy in pg_sleep would not notice its client leave).
     let mut holder = std::process::Command::new("bash")
         .args([
             "-c",
-            &format!(
-                "{WAREHOUSE_URL}\nexec \"$PSQL\" \"$(warehouse_url)\" -X -q -c 'select pg_advisory_lock(7379550910619543553)' -c 'select pg_sleep(900)'"
-            ),
+            &format!("{WAREHOUSE_URL}\nexec \"$PSQL\" \"$(warehouse_url)\" -X -q"),
         ])
         .current_dir(REPOSITORY)
-        .env("PSQL", format!("{}/psql", testenv_var("FINTECH_TEST_PG_BIN")))
-        .env("KUBECTL", testenv_var("KUBECTL"))
-        .env("PATH", format!("{}:{}", std::path::Path::new(&testenv_var("KUBECTL")).parent().unwrap().display(), std::env::var("PATH").unwrap_or_default()))
+        .env(
+            "PSQL",
+            format!("{}/psql", testenv_var("FINTECH_TEST_PG_BIN")),
+        )
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                std::path::Path::new(&testenv_var("KUBECTL"))
+                    .parent()
+                    .unwrap()
+                    .display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
         .env("KUBECONFIG", testenv_var("KUBECONFIG"))
         .env("FINTECH_TEST_NODE_IP", testenv_var("FINTECH_TEST_NODE_IP"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("cannot start psql");
+    {
+        use std::io::Write;
+        let input = holder.stdin.as_mut().unwrap();
+        writeln!(input, "select pg_advisory_lock(7379550910619543553);").unwrap();
+        input.flush().unwrap();
+    }
     let stalled = data_flowing_becomes("False LoaderStalled", Duration::from_secs(300));
-    let released = holder.kill();
-    let _ = holder.wait();
-    released.expect("stopping the psql session that holds the load lock");
+    drop(holder.stdin.take());
+    let ended = holder.wait().expect("waiting for the psql session");
+    assert!(
+        ended.success(),
+        "the psql session that held the lock failed"
+    );
     eprintln!("DataFlowing: {stalled}");
     assert!(
         stalled.contains("no load into silver has succeeded for")

@@ -3,7 +3,6 @@
 //! configure the same thing (the operator renders that environment; a test parses it with
 //! [`Cli`]). The stages' loops live in their modules and run inside a [`Harness`].
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,7 +73,9 @@ impl Command {
     /// are for `FINTECH_LOG=info` and for files).
     pub fn default_log_level(&self) -> &'static str {
         #[cfg(feature = "embedded")]
-        if matches!(self, Self::Quickstart(_)) && std::io::stderr().is_terminal() {
+        if matches!(self, Self::Quickstart(_))
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
             return "warn";
         }
         "info"
