@@ -490,7 +490,7 @@ struct SecretsSeen {
     warehouse_url: Option<String>,
 }
 
-/// The warehouse URL in `secret` under `key`.
+/// The value of `key` in `secret`, from `data` or `stringData`.
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
@@ -560,10 +560,9 @@ async fn read_secrets(
             versions.push(version);
         }
         let present = |key: &str| {
-            secret.as_ref().is_some_and(|s| {
-                s.data.as_ref().is_some_and(|d| d.contains_key(key))
-                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
-            })
+            secret
+                .as_ref()
+                .is_some_and(|s| secret_value(s, key).is_some())
         };
         if !keys.iter().all(|key| present(key)) {
             missing.push(format!("Secret {name} with key(s) {}", keys.join(", ")));

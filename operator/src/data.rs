@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use fintech_status_server::report::WorkerStatus;
+use fintech_status_server::report::{RunOutcome, WorkerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::children::Worker;
@@ -205,11 +205,7 @@ fn loader_problem(
     loader: &Reading,
     now_s: i64,
 ) -> Option<Problem> {
-    let last_run = loader
-        .statuses
-        .iter()
-        .filter_map(|s| s.last_run.as_ref())
-        .max_by_key(|run| run.finished_at);
+    let last_run = last_run(loader);
     let look = format!("see `kubectl logs deploy/{name}-loader` and metadata.load_health");
     let interval = Duration::from_secs(spec.loader.interval_seconds.unsigned_abs().into());
     if let Some(for_s) = stale(loader, late_after(interval), now_s) {
@@ -263,6 +259,15 @@ fn loader_problem(
     }
 }
 
+/// The newest finished run among the loader's pods.
+fn last_run(loader: &Reading) -> Option<&RunOutcome> {
+    loader
+        .statuses
+        .iter()
+        .filter_map(|s| s.last_run.as_ref())
+        .max_by_key(|run| run.finished_at)
+}
+
 /// Three periods and a minute: a layer that has moved nothing for longer is late.
 fn late_after(period: Duration) -> Duration {
     period * 3 + Duration::from_secs(60)
@@ -305,11 +310,7 @@ fn figures(streamer: &Reading, loader: &Reading, producer: &Reading, now: Timest
             .and_then(|at| Timestamp::from_second(at).ok())
             .map(|at| at.to_string())
     };
-    let last_run = loader
-        .statuses
-        .iter()
-        .filter_map(|s| s.last_run.as_ref())
-        .max_by_key(|run| run.finished_at);
+    let last_run = last_run(loader);
     DataStatus {
         observed_time: Some(now.to_string()),
         produced_per_minute: rate(producer),
@@ -339,7 +340,6 @@ fn human(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fintech_status_server::report::RunOutcome;
 
     const NOW: i64 = 1_800_000_000;
 

@@ -310,14 +310,16 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let malformed = || Error::other(format!("malformed HTTP response: {response:?}"));
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(malformed)?;
-    let body = response.split_once("\r\n\r\n").ok_or_else(malformed)?.1;
+    let (status, body) = parse_response(&response)
+        .ok_or_else(|| Error::other(format!("malformed HTTP response: {response:?}")))?;
     Ok((status, body.to_owned()))
+}
+
+/// The status code and body of an HTTP/1.x response; `None` when it is not one.
+fn parse_response(response: &str) -> Option<(u16, &str)> {
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body))
 }
 
 #[cfg(test)]

@@ -187,11 +187,10 @@ pub async fn fetch(address: &str, timeout: Duration) -> Result<WorkerStatus, Fet
         address: address.to_owned(),
         answer: response.chars().take(200).collect(),
     };
-    let (head, body) = response.split_once("\r\n\r\n").ok_or_else(answer)?;
-    if head.split(' ').nth(1) != Some("200") {
-        return Err(answer());
+    match crate::parse_response(&response) {
+        Some((200, body)) => serde_json::from_str(body).map_err(|_| answer()),
+        _ => Err(answer()),
     }
-    serde_json::from_str(body).map_err(|_| answer())
 }
 
 #[cfg(test)]
