@@ -163,6 +163,9 @@ pub fn config_map(pipeline: &FintechPipeline) -> ConfigMap {
     if !spec.producer.kaggle_csv.is_empty() {
         data.insert("FINTECH_KAGGLE_CSV", spec.producer.kaggle_csv.clone());
     }
+    if !spec.loader.bank_files_url.is_empty() {
+        data.insert("FINTECH_BANK_FILES_URL", spec.loader.bank_files_url.clone());
+    }
     ConfigMap {
         metadata: metadata(pipeline, "config"),
         data: Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()),

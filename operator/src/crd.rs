@@ -263,6 +263,14 @@ pub struct LoaderSpec {
     #[serde(default = "default_load_interval")]
     #[schemars(range(min = 1, max = 86_400))]
     pub interval_seconds: i32,
+    /// Folder of the bank's daily settlement files (`settlements-YYYY-MM-DD.csv`), as
+    /// `s3://bucket/prefix` in the pipeline's object store (same endpoint and credentials),
+    /// for example `s3://fintech/batch_files`. After each successful run the loader loads
+    /// the new ones into `raw.bank_settlements`, each exactly once, and the transforms
+    /// reconcile them with the payments in `marts.bank_reconciliation`. Empty: none.
+    #[serde(default)]
+    #[schemars(pattern(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)?$"))]
+    pub bank_files_url: String,
     /// CPU and memory of the loader pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -532,6 +540,7 @@ impl Default for LoaderSpec {
     fn default() -> Self {
         Self {
             interval_seconds: default_load_interval(),
+            bank_files_url: String::new(),
             resources: None,
         }
     }

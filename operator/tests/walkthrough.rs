@@ -1,10 +1,11 @@
-//! The README's Kubernetes walkthrough, steps 3 to 9, run command for command on the test
+//! The README's Kubernetes walkthrough, steps 3 to 10, run command for command on the test
 //! environment's node (`scripts/testenv.sh up` starts a kubelet, containerd, kube-proxy,
 //! CoreDNS and a local-path provisioner beside the API server, and loads the images built from
 //! `operator/Dockerfile`, `workers/Dockerfile` and the development infrastructure's stand-ins):
 //! the chart with its development Kafka, PostgreSQL and MinIO, a `FintechPipeline` that reaches
 //! `Running 3/3`, rows in silver and gold read with `psql`, a transform started by annotation,
-//! suspend and resume, and the clean-up. A second test kills a streamer pod in the middle of a
+//! a Kaggle export uploaded to MinIO and replayed by the producer pod at its share, suspend and
+//! resume, and the clean-up. A second test kills a streamer pod in the middle of a
 //! batch and checks that silver then holds every produced event exactly once; a third deploys
 //! a wrong image tag and checks that the old pods keep the data flowing until it is undone.
 //!
@@ -178,7 +179,7 @@ impl Drop for Session {
 }
 
 /// What `helm install` and `kubectl apply` of the walkthrough create, removed the way README
-/// step 9 removes it, and waited for, so that the next test starts on an empty cluster.
+/// step 10 removes it, and waited for, so that the next test starts on an empty cluster.
 fn remove_everything() {
     let _ = try_sh("kubectl -n fintech delete fp --all --wait=true --timeout=120s");
     let _ = try_sh(
@@ -330,7 +331,9 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
 
     data_flowing_turns_false_while_the_loader_cannot_load_and_its_pods_stay_ready();
 
-    // Step 8: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
+    kaggle_export_in_minio_is_replayed_at_its_share_by_the_producer_pod();
+
+    // Step 9: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
     sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":true}}'"#);
     eventually(
         "the pipeline is Suspended with no worker pods",
@@ -352,7 +355,7 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
     sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":false}}'"#);
     silver_grows_past(suspended, "rows keep arriving after resume");
 
-    // Step 9: the pipeline's children go with it; the release and the CRD go too.
+    // Step 10: the pipeline's children go with it; the release and the CRD go too.
     sh("kubectl -n fintech delete fp payments");
     until_empty(
         "the pipeline's children are gone",
@@ -361,6 +364,96 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
     );
     sh("helm uninstall fintech-operator --namespace fintech --wait");
     sh("kubectl delete crd fintechpipelines.fintech.io");
+}
+
+/// The header of Kaggle's `fraudTrain.csv`.
+const KAGGLE_HEADER: &str = ",trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,zip,lat,long,city_pop,job,dob,trans_num,unix_time,merch_lat,merch_long,is_fraud";
+
+/// Writes an export shaped like Kaggle's (`rows` rows, about 250 bytes each, every
+/// `trans_num` distinct) to a file and returns its path.
+fn write_kaggle_export(rows: usize) -> String {
+    use std::fmt::Write;
+    let mut text = format!("{KAGGLE_HEADER}\n");
+    for row in 0..rows {
+        let cents = 100 + row % 20_000;
+        writeln!(
+            text,
+            "{row},2019-01-01 00:{:02}:{:02},4613314721966,\"fraud_Store {}, Inc\",grocery_pos,{}.{:02},\
+             Ana,Reyes,F,12 Elm Street,Plano,TX,75023,33.0198,-96.6989,285494,Teacher,1979-05-14,\
+             {row:032x},1325376{:03},33.2,-96.4,{}",
+            (row / 60) % 60,
+            row % 60,
+            row % 97,
+            cents / 100,
+            cents % 100,
+            row % 1000,
+            u8::from(row % 200 == 0),
+        )
+        .unwrap();
+    }
+    let path = format!("{}/walkthrough-fraudTrain.csv", env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// README step 8: an export put in the bucket through `kubectl run`'s standard input, and the
+/// producer pod pointed at it with a synthetic share of 0.3. Of the events it sends once
+/// rolled, about 70% then reach silver as `kaggle` rows (20,000 rows last the whole check at
+/// 35 a second).
+fn kaggle_export_in_minio_is_replayed_at_its_share_by_the_producer_pod() {
+    let export = write_kaggle_export(20_000);
+    sh(&format!(
+        r#"MC_HOST_lake="http://fintech:$(kubectl -n fintech get secret fintech-minio -o jsonpath='{{.data.AWS_SECRET_ACCESS_KEY}}' | base64 -d)@fintech-minio:9000"
+kubectl -n fintech run kaggle-upload --rm -i --restart=Never \
+  --image=quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z --env="MC_HOST_lake=$MC_HOST_lake" \
+  -- --config-dir=/tmp/mc pipe lake/fintech/seeds/fraudTrain.csv < {export}"#
+    ));
+    sh(r#"kubectl -n fintech patch fp payments --type merge \
+  -p '{"spec":{"producer":{"syntheticShare":0.3,"kaggleCsv":"s3://fintech/seeds/fraudTrain.csv"}}}'"#);
+    sh("kubectl -n fintech rollout status deployment/payments-producer --timeout=3m");
+    // Rows the replaced pod sent may still arrive; count only what Kafka stamped after the
+    // roll, once the old pod is gone.
+    until_empty(
+        "the replaced producer pod is gone",
+        Duration::from_secs(120),
+        "kubectl -n fintech get pods -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=producer -o jsonpath='{.items[?(@.metadata.deletionTimestamp)].metadata.name}'",
+    );
+    let rolled = psql("select now()").unwrap();
+    let mix = format!(
+        "select count(*) filter (where source = 'kaggle') || ' ' || count(*) \
+         from raw.transactions where kafka_timestamp > '{rolled}'"
+    );
+    let (kaggle, all) = eventually(
+        "1,000 events sent after the roll reach silver",
+        Duration::from_secs(300),
+        || {
+            let counts = psql(&mix)?;
+            let (kaggle, all) = counts
+                .split_once(' ')
+                .and_then(|(k, a)| Some((k.parse::<i64>().ok()?, a.parse::<i64>().ok()?)))
+                .ok_or_else(|| format!("`{mix}` gave {counts:?}"))?;
+            if all >= 1_000 {
+                Ok((kaggle, all))
+            } else {
+                Err(counts)
+            }
+        },
+    );
+    sh(
+        r#"psql "$(warehouse_url)" -c "select source, count(*) from raw.transactions where kafka_timestamp > now() - interval '1 minute' group by source""#,
+    );
+    let share = kaggle as f64 / all as f64;
+    eprintln!("{kaggle} of {all} rows sent after the roll are kaggle ({share:.3})");
+    assert!(
+        (0.62..0.78).contains(&share),
+        "{kaggle} of {all} rows sent after the roll are kaggle, not about 70%"
+    );
+    let merchants = count(&format!(
+        "select count(*) from raw.transactions where source = 'kaggle' \
+         and kafka_timestamp > '{rolled}' and merchant_name not like 'Store %, Inc'"
+    ))
+    .unwrap();
+    assert_eq!(merchants, 0, "kaggle rows that are not the export's");
 }
 
 /// The `DataFlowing` condition as `status reason message`.

@@ -40,7 +40,7 @@ fn pipelines() -> Vec<FintechPipeline> {
             "producer": {"rate": 250, "syntheticShare": 0.3, "settlementShare": 0.5,
                          "malformedRate": 0.01, "duplicateRate": 0.02},
             "streamer": {"replicas": 2, "batchIntervalSeconds": 5, "maxBatchRows": 500},
-            "loader": {"intervalSeconds": 15},
+            "loader": {"intervalSeconds": 15, "bankFilesUrl": "s3://lake/batch_files"},
             "transform": {"lookbackSeconds": 3600, "timeZone": "Asia/Kolkata"}
         }"#,
     ];

@@ -11,6 +11,9 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
+use crate::bank::file;
+use crate::bank::load::BankFiles;
+use crate::bank::statement::{BankFaults, DayStatement};
 use crate::bronze::Lake;
 use crate::faults::FaultRates;
 use crate::harness::{BeatingSource, Harness};
@@ -65,6 +68,9 @@ pub enum Command {
     /// Send dead letters through the current decoder again, after a fix; the loader then
     /// loads those that decode.
     Redrive(RedriveArgs),
+    /// Write the settlement file a bank would send for a day, from the payments on the
+    /// topic, with faults put in on purpose if asked; the loader's bank-file runs load it.
+    BankFile(BankFileArgs),
 }
 
 impl Command {
@@ -93,6 +99,7 @@ impl Command {
             #[cfg(feature = "embedded")]
             Self::Warehouse(args) => warehouse_command(args).await,
             Self::Redrive(args) => redrive_command(args).await,
+            Self::BankFile(args) => bank_file_command(args).await,
         }
     }
 }
@@ -306,6 +313,47 @@ pub struct LoadArgs {
     /// at which `metadata.load_health` calls a run still `RUNNING` `stalled`.
     #[arg(long, env = "FINTECH_LOAD_STALL_LIMIT_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     stall_limit_secs: u64,
+
+    /// After each successful run, load the bank's new settlement files from this folder
+    /// (`s3://bucket/prefix` with the lake's endpoint, or `file:///path`) in a run of their
+    /// own; without it, none are loaded.
+    #[arg(long, env = "FINTECH_BANK_FILES_URL")]
+    bank_files_url: Option<String>,
+}
+
+/// Flags of `fintech bank-file`.
+#[derive(Debug, Args)]
+pub struct BankFileArgs {
+    #[command(flatten)]
+    kafka: KafkaOptions,
+
+    /// The object store's endpoint and region (its --lake-url is not used).
+    #[command(flatten)]
+    storage: StorageOptions,
+
+    /// The settlement day (UTC) the file covers, YYYY-MM-DD.
+    #[arg(long)]
+    day: chrono::NaiveDate,
+
+    /// Folder the file is written to, as settlements-YYYY-MM-DD.csv.
+    #[arg(
+        long,
+        env = "FINTECH_BANK_FILES_URL",
+        default_value = "s3://fintech/batch_files"
+    )]
+    bank_files_url: String,
+
+    /// Hours before the day's start from which the topic is read: messages reach Kafka a
+    /// little after their event time, never before it on a live clock.
+    #[arg(long, default_value_t = 1)]
+    read_from_hours_before: u32,
+
+    /// Seed of the faults' choice; the same seed gives the same file.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+
+    #[command(flatten)]
+    faults: BankFaults,
 }
 
 /// Flags of `fintech redrive`.
@@ -579,7 +627,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             max_lead: chrono::Duration::hours(i64::from(args.event_time_max_lead_hours)),
         },
     };
-    let loader = Loader::new(pool, lake, config, metrics);
+    let mut loader = Loader::new(pool, lake, config, metrics);
+    if let Some(url) = &args.bank_files_url {
+        loader = loader.with_bank_files(BankFiles::open(url, &args.storage)?);
+    }
     let outcome = match replay_range {
         Some((from, to)) => replay(&loader, from, to).await,
         None => loader
@@ -588,6 +639,39 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from),
     };
     harness.finish(outcome).await
+}
+
+/// `fintech bank-file`: reads the topic from shortly before the day to its end now, collects
+/// the day's settlements, and writes the file with the faults asked for.
+async fn bank_file_command(args: BankFileArgs) -> anyhow::Result<()> {
+    let files = BankFiles::open(&args.bank_files_url, &args.storage)?;
+    let start = args
+        .day
+        .and_hms_opt(0, 0, 0)
+        .context("the day has no midnight")?
+        .and_utc();
+    let since = start - chrono::Duration::hours(i64::from(args.read_from_hours_before));
+    let (read, statement) = kafka::read_since(
+        &args.kafka,
+        since,
+        DayStatement::new(args.day),
+        DayStatement::record_message,
+    )
+    .await
+    .with_context(|| format!("reading {} back from {since}", args.kafka.topic))?;
+    let (text, faults) = statement.render(&args.faults, args.seed)?;
+    let name = file::file_name(args.day);
+    files.put(&name, text).await?;
+    println!(
+        "wrote {}/{name}: {} settled transactions of {} from {read} messages",
+        files.url().trim_end_matches('/'),
+        statement.len(),
+        args.day
+    );
+    for fault in faults {
+        println!("fault {} {}", fault.kind.as_str(), fault.transaction_id);
+    }
+    Ok(())
 }
 
 /// `fintech load --replay-from … --replay-to …`: the audited replay runs, summed up.

@@ -1,6 +1,7 @@
 //! The fintech pipeline's workers. Each stage is a module; [`cli`] maps the `fintech`
 //! binary's subcommands and flags to them, and [`harness`] runs a stage as a process.
 
+pub mod bank;
 pub mod bronze;
 pub mod cli;
 pub mod clock;

@@ -62,8 +62,10 @@ async fn layers(out: &std::path::Path) -> [i64; 8] {
     for (i, sql) in [
         "select count(*) from raw.transactions",
         "select count(*) from raw.rejected_transactions",
-        "select sum(rows_read)::bigint from metadata.load_audit where status = 'SUCCESS'",
-        "select sum(rows_loaded)::bigint from metadata.load_audit where status = 'SUCCESS'",
+        "select sum(rows_read)::bigint from metadata.load_audit \
+         where status = 'SUCCESS' and mode <> 'bank_files'",
+        "select sum(rows_loaded)::bigint from metadata.load_audit \
+         where status = 'SUCCESS' and mode <> 'bank_files'",
         "select count(*) from marts.fact_transactions",
         "select count(distinct transaction_id) from raw.transactions",
     ]
@@ -84,8 +86,28 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
 
     let summary = quickstart(&out);
     assert!(summary.contains("Rows per layer"), "{summary}");
-    assert!(summary.contains("Data tests: 46 of 46 passed"), "{summary}");
+    assert!(summary.contains("Data tests: 67 of 67 passed"), "{summary}");
     assert!(summary.contains("marts.daily_revenue_summary"), "{summary}");
+    // A bank file per simulated day, one fault of each kind in each: every outcome shows.
+    let bank_files: usize = summary
+        .split("this run loaded ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no bank files in {summary}"));
+    assert!(bank_files >= 10, "{summary}");
+    for outcome in [
+        "matched",
+        "missing_at_bank",
+        "missing_in_stream",
+        "amount_mismatch",
+        "status_mismatch",
+        "duplicated_at_bank",
+    ] {
+        assert!(
+            summary.lines().any(|l| l.trim_start().starts_with(outcome)),
+            "{outcome}: {summary}"
+        );
+    }
     let [
         bronze,
         dead,
@@ -109,7 +131,7 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
     assert_eq!(facts, transactions);
 
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(report.matches("<svg").count(), 6, "six charts");
+    assert_eq!(report.matches("<svg").count(), 7, "seven charts");
     for title in [
         "Daily revenue",
         "Fraud rate by category",
@@ -119,6 +141,7 @@ async fn quickstart_fills_every_layer_and_a_second_run_continues() {
         "Rejected rows by reason",
         "Load audit",
         "Data tests of the last transform run",
+        "Bank reconciliation",
     ] {
         assert!(report.contains(title), "{title}");
     }
@@ -267,7 +290,7 @@ fn the_report_renders_in_a_real_browser_with_axes_units_and_values() {
     ] {
         assert!(dom.contains(shown), "the rendered report lacks {shown:?}");
     }
-    assert_eq!(dom.matches("<svg").count(), 6, "six charts");
+    assert_eq!(dom.matches("<svg").count(), 7, "seven charts");
     assert!(
         dom.matches("class=\"value\"").count() >= 20,
         "values on the bars"

@@ -30,6 +30,8 @@ use uuid::Uuid;
 
 use fintech_status_server::report::{RunOutcome, WorkerStatus};
 
+use crate::bank::file::LineReason;
+use crate::bank::load::{BankFiles, BankFilesError, SetAside};
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
 use crate::harness::Exposed;
@@ -76,6 +78,9 @@ pub enum LoadError {
     /// A file's columns are not the bronze schema's.
     #[error(transparent)]
     Schema(#[from] rows::SchemaMismatch),
+    /// The bank's settlement files could not be read or stored.
+    #[error(transparent)]
+    BankFiles(#[from] BankFilesError),
 }
 
 fn db(action: &'static str) -> impl FnOnce(sqlx::Error) -> LoadError {
@@ -164,7 +169,25 @@ pub struct LoaderMetrics {
     running_since: Gauge,
     /// The last finished run, for `/status`.
     last_run: Arc<Mutex<Option<RunOutcome>>>,
+    bank_files_loaded: Counter,
+    bank_lines_loaded: Counter,
+    bank_lines_rejected: Family<ReasonLabels, Counter>,
+    bank_unreconciled: Family<OutcomeLabels, Gauge>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The outcomes of `marts.bank_reconciliation` other than `matched`.
+pub const UNRECONCILED_OUTCOMES: [&str; 5] = [
+    "missing_at_bank",
+    "missing_in_stream",
+    "amount_mismatch",
+    "status_mismatch",
+    "duplicated_at_bank",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunLabels {
@@ -191,6 +214,10 @@ impl Default for LoaderMetrics {
             run_duration: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
             running_since: Gauge::default(),
             last_run: Arc::default(),
+            bank_files_loaded: Counter::default(),
+            bank_lines_loaded: Counter::default(),
+            bank_lines_rejected: Family::default(),
+            bank_unreconciled: Family::default(),
         };
         // Every outcome and reason starts at 0, so that the first failed or silent run, or
         // the first rejection, is an increase that alerts and rates see, not a new series.
@@ -210,6 +237,12 @@ impl Default for LoaderMetrics {
                 reason: reason.as_str(),
             });
         }
+        for reason in LineReason::ALL {
+            let _ = metrics.bank_lines_rejected.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        metrics.set_unreconciled(&[]);
         metrics
     }
 }
@@ -269,14 +302,39 @@ impl LoaderMetrics {
         self.rows_loaded.inc_by(report.rows_loaded);
         for (reason, rows) in &report.stats.rejected {
             self.rows_rejected
-                .get_or_create(&ReasonLabels {
-                    reason: reason.as_str(),
-                })
+                .get_or_create(&ReasonLabels { reason })
                 .inc_by(*rows);
         }
         self.rows_duplicate.inc_by(report.rows_duplicate);
         if report.status == RunStatus::Success {
             self.last_success.set(Utc::now().timestamp());
+        }
+    }
+}
+
+impl LoaderMetrics {
+    fn bank_run_finished(&self, report: &RunReport) {
+        self.bank_files_loaded.inc_by(report.files_loaded);
+        self.bank_lines_loaded.inc_by(report.rows_loaded);
+        for (reason, lines) in &report.stats.rejected {
+            self.bank_lines_rejected
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(*lines);
+        }
+    }
+
+    /// Sets the unreconciled items of the latest reconciled day; outcomes not given are 0.
+    fn set_unreconciled(&self, items: &[(String, i64)]) {
+        for outcome in UNRECONCILED_OUTCOMES {
+            let n = items
+                .iter()
+                .find(|(o, _)| o == outcome)
+                .map_or(0, |(_, n)| *n);
+            self.bank_unreconciled
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .set(n);
         }
     }
 }
@@ -331,6 +389,27 @@ impl Exposed for LoaderMetrics {
             "Time a load run took, audit included",
             self.run_duration.clone(),
         );
+        registry.register(
+            "bank_files_loaded",
+            "Bank settlement files loaded (see metadata.loaded_bank_files)",
+            self.bank_files_loaded.clone(),
+        );
+        registry.register(
+            "bank_lines_loaded",
+            "Bank settlement lines inserted into raw.bank_settlements",
+            self.bank_lines_loaded.clone(),
+        );
+        registry.register(
+            "bank_lines_rejected",
+            "Bank settlement lines that cannot be read, by reason (see raw.rejected_bank_lines)",
+            self.bank_lines_rejected.clone(),
+        );
+        registry.register(
+            "bank_unreconciled_items",
+            "Transactions of the latest reconciled day that the bank and the stream disagree \
+             on, by outcome, as the last transform left marts.bank_reconciliation_daily",
+            self.bank_unreconciled.clone(),
+        );
     }
 
     /// What the loader last did, for its `/status`: rows inserted into silver, the last
@@ -362,6 +441,8 @@ enum Mode {
     Incremental,
     /// These, loaded before or not.
     Replay(Vec<Path>),
+    /// The bank's settlement files not loaded yet.
+    BankFiles(BankFiles),
 }
 
 impl Mode {
@@ -370,6 +451,7 @@ impl Mode {
         match self {
             Mode::Incremental => "incremental",
             Mode::Replay(_) => "replay",
+            Mode::BankFiles(_) => "bank_files",
         }
     }
 }
@@ -406,6 +488,7 @@ pub struct Loader {
     lake: Lake,
     config: LoaderConfig,
     metrics: LoaderMetrics,
+    bank_files: Option<BankFiles>,
 }
 
 impl Loader {
@@ -416,7 +499,32 @@ impl Loader {
             lake,
             config,
             metrics,
+            bank_files: None,
         }
+    }
+
+    /// The same loader, also loading the bank's settlement files from `files` after each
+    /// scheduled run ([`Loader::load_bank_files`]).
+    pub fn with_bank_files(mut self, files: BankFiles) -> Self {
+        self.bank_files = Some(files);
+        self
+    }
+
+    /// One audited run (mode `bank_files`) that loads the settlement files under `files`
+    /// that no run has loaded or set aside yet: each exactly once, its good lines into
+    /// `raw.bank_settlements`, its bad ones into `raw.rejected_bank_lines`, a file without
+    /// the header into `metadata.quarantined_files`. Then reads how many items the last
+    /// reconciliation left unmatched, for the metrics.
+    pub async fn load_bank_files(&self, files: &BankFiles) -> Result<RunReport, UnauditedFailure> {
+        let outcome = self.run_audited(Mode::BankFiles(files.clone())).await;
+        if let Ok(report) = &outcome {
+            self.metrics.bank_run_finished(report);
+            match unreconciled(&self.pool).await {
+                Ok(items) => self.metrics.set_unreconciled(&items),
+                Err(error) => tracing::warn!(%error, "cannot read the last reconciliation"),
+            }
+        }
+        outcome
     }
 
     /// One audited run of the files the manifests announce and no run has loaded yet.
@@ -611,7 +719,7 @@ impl Loader {
             ("invalid_rows", String::new(), report.stats.rejected_total()),
         ];
         for (reason, n) in &report.stats.rejected {
-            metrics.push(("invalid_rows", reason.as_str().to_owned(), *n));
+            metrics.push(("invalid_rows", (*reason).to_owned(), *n));
         }
         for (column, n) in &report.stats.nulls {
             metrics.push(("nulls", (*column).to_owned(), *n));
@@ -685,6 +793,36 @@ impl Loader {
                 files: files.into_iter().map(|path| PendingFile { path }).collect(),
                 ..Discovery::default()
             },
+            Mode::BankFiles(files) => {
+                let load = files.load_new(&mut tx, run_id).await?;
+                let quarantined: Vec<Quarantined> = load
+                    .set_aside
+                    .into_iter()
+                    .map(|(path, why, error)| Quarantined {
+                        path,
+                        reason: match why {
+                            SetAside::WrongHeader => QuarantineReason::WrongSchema,
+                            SetAside::Missing => QuarantineReason::Missing,
+                        },
+                        error,
+                    })
+                    .collect();
+                insert_quarantined(&mut tx, &quarantined, run_id).await?;
+                tx.commit().await.map_err(db("committing the bank files"))?;
+                let rejected: u64 = load.rejected.values().sum();
+                return Ok(Loaded {
+                    files_pending: load.files_pending,
+                    files_loaded: load.files_loaded,
+                    files_quarantined: quarantined.len() as u64,
+                    rows_loaded: load.lines_loaded,
+                    stats: RowStats {
+                        read: load.lines_read,
+                        accepted: load.lines_read - rejected,
+                        rejected: load.rejected,
+                        ..RowStats::default()
+                    },
+                });
+            }
         };
         let mut loaded = Loaded {
             files_pending: discovery.files.len() as u64,
@@ -1106,6 +1244,25 @@ async fn copy_rows(tx: &mut PgConnection, data: Vec<u8>) -> Result<u64, LoadErro
         return Err(db("sending COPY data")(error));
     }
     copy.finish().await.map_err(db("finishing COPY"))
+}
+
+/// Items of the latest reconciled day that did not match, by outcome, as the last transform
+/// left `marts.bank_reconciliation_daily`; empty before the first transform.
+async fn unreconciled(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let built: bool =
+        sqlx::query_scalar("select to_regclass('marts.bank_reconciliation_daily') is not null")
+            .fetch_one(pool)
+            .await?;
+    if !built {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "select outcome, sum(count_items)::bigint from marts.bank_reconciliation_daily \
+         where settlement_date = (select max(settlement_date) from marts.bank_reconciliation_daily) \
+         group by outcome",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A count as PostgreSQL's `bigint`, saturating instead of wrapping.

@@ -122,8 +122,9 @@ pub struct RowStats {
     pub accepted: u64,
     /// Rows whose `event_id` appeared earlier in the run.
     pub duplicate_in_run: u64,
-    /// Rows refused, by reason.
-    pub rejected: BTreeMap<RejectReason, u64>,
+    /// Rows refused, by stored reason (a [`RejectReason`]'s, or a bank file line's
+    /// [`crate::bank::file::LineReason`]).
+    pub rejected: BTreeMap<&'static str, u64>,
     /// Nulls per nullable column, among rows read.
     pub nulls: BTreeMap<&'static str, u64>,
 }
@@ -435,7 +436,7 @@ impl RunRows {
                 None
             };
             if let Some(reason) = reason {
-                *self.stats.rejected.entry(reason).or_default() += 1;
+                *self.stats.rejected.entry(reason.as_str()).or_default() += 1;
                 let json = TRANSACTION_COLUMNS
                     .iter()
                     .zip(&cells)
@@ -586,9 +587,9 @@ mod tests {
         assert_eq!(rows.stats.read, 20);
         assert_eq!(rows.stats.accepted, 6);
         assert_eq!(rows.stats.duplicate_in_run, 6);
-        assert_eq!(rows.stats.rejected[&RejectReason::MissingCustomerId], 2);
-        assert_eq!(rows.stats.rejected[&RejectReason::NonPositiveAmount], 4);
-        assert_eq!(rows.stats.rejected[&RejectReason::AmountOutOfRange], 2);
+        assert_eq!(rows.stats.rejected["missing_customer_id"], 2);
+        assert_eq!(rows.stats.rejected["non_positive_amount"], 4);
+        assert_eq!(rows.stats.rejected["amount_out_of_range"], 2);
         assert_eq!(rows.stats.nulls["customer_id"], 2);
         assert_eq!(rows.rejections[0].reason, RejectReason::MissingCustomerId);
         assert_eq!(rows.rejections[0].offset, 1);

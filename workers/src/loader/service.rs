@@ -65,14 +65,12 @@ impl Loader {
             if !unaudited.is_empty() && self.audit_unreachable(&unaudited).await.is_ok() {
                 unaudited.clear();
             }
-            let outcome = self.run_once().await;
-            match &outcome {
-                Ok(report) => log_run(report),
-                Err(failure) => tracing::error!(
-                    run_id = %failure.run_id,
-                    error = %failure.error,
-                    "load run failed and could not be audited yet"
-                ),
+            let mut outcome = self.run_once().await;
+            log_outcome(&outcome);
+            // The bank's files follow a successful run of the stream's, in a run of their own.
+            if let (Some(files), Ok(RunReport { error: None, .. })) = (&self.bank_files, &outcome) {
+                outcome = self.load_bank_files(files).await;
+                log_outcome(&outcome);
             }
             let interval = match schedule {
                 Schedule::Once => {
@@ -96,6 +94,17 @@ impl Loader {
                 () = cancel.cancelled() => return Ok(()),
             }
         }
+    }
+}
+
+fn log_outcome(outcome: &Result<RunReport, UnauditedFailure>) {
+    match outcome {
+        Ok(report) => log_run(report),
+        Err(failure) => tracing::error!(
+            run_id = %failure.run_id,
+            error = %failure.error,
+            "load run failed and could not be audited yet"
+        ),
     }
 }
 

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, Utc};
 
+use crate::bank::file::file_name;
+use crate::bank::load::BankFiles;
+use crate::bank::statement::{BankFaults, DayStatement};
 use crate::bronze::{Lake, layout};
 use crate::faults::FaultRates;
 use crate::in_process::{Flowed, InProcessPipeline, TOPIC};
@@ -66,6 +69,10 @@ pub struct QuickstartSummary {
     pub layers: Vec<(String, i64)>,
     /// The first lines of `marts.daily_revenue_summary`.
     pub daily_summary: Vec<String>,
+    /// The bank-file load run.
+    pub bank_load: RunReport,
+    /// `marts.bank_reconciliation_daily` summed over every day, one line per outcome.
+    pub reconciliation: Vec<String>,
     /// The report file.
     pub report: PathBuf,
     /// Wall time of the run.
@@ -225,6 +232,8 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         "produced and streamed"
     );
 
+    let bank_files = write_bank_files(&out, &stream_config, config.events, start, events.now())?;
+
     // Load and transform on the embedded warehouse.
     let load_bar = crate::telemetry::progress_bar(None, "load");
     load_bar.set_message("bronze files into silver: reading, validating, de-duplicating");
@@ -244,24 +253,26 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         .run_once()
         .await
         .map_err(|failure| stage("load")(RunFailed::from(failure)))?;
-    load_bar.finish_with_message(format!(
-        "{} files, {} rows into silver, {} rejected, {} already there",
-        load.files_loaded,
-        load.rows_loaded,
-        load.stats.rejected_total(),
-        load.rows_duplicate
-    ));
     tracing::info!(
         status = %load.status,
         rows_loaded = load.rows_loaded,
         "loaded"
     );
-    if let Some(error) = &load.error {
-        return Err(stage("load")(RunFailed {
-            run_id: load.run_id,
-            error: error.clone(),
-        }));
-    }
+    audited_success(&load)?;
+    let bank_load = loader
+        .load_bank_files(&bank_files)
+        .await
+        .map_err(|failure| stage("load")(RunFailed::from(failure)))?;
+    audited_success(&bank_load)?;
+    load_bar.finish_with_message(format!(
+        "{} files, {} rows into silver, {} rejected, {} already there; {} bank files, {} lines",
+        load.files_loaded,
+        load.rows_loaded,
+        load.stats.rejected_total(),
+        load.rows_duplicate,
+        bank_load.files_loaded,
+        bank_load.rows_loaded
+    ));
     let transform_bar = crate::telemetry::progress_bar(None, "transform");
     let project = Project::embedded().map_err(stage("transform"))?;
     transform_bar.set_message(format!(
@@ -327,6 +338,15 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
     .fetch_all(&mut *conn)
     .await
     .map_err(stage("summary"))?;
+    let reconciliation: Vec<String> = sqlx::query_scalar(
+        "select format('%-20s  %8s transactions  bank %16s  stream %16s  %s', outcome, \
+         sum(count_items), sum(bank_amount), sum(stream_amount), currency) \
+         from marts.bank_reconciliation_daily group by outcome, currency \
+         order by outcome = 'matched' desc, outcome, currency",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(stage("summary"))?;
     let dead_letters_by_kind = lake
         .count_by(layout::DEAD_LETTER_PREFIX, "error_kind")
         .await
@@ -369,9 +389,76 @@ pub async fn run(config: &QuickstartConfig) -> Result<QuickstartSummary, Quickst
         transform,
         layers,
         daily_summary,
+        bank_load,
+        reconciliation,
         report: report_path,
         elapsed: started.elapsed(),
     })
+}
+
+/// Writes the settlement file a bank would send for every day this run's timeline covered
+/// whole (`start` to `end`), into `batch_files/` of the folder, from the same messages the
+/// producer made (`stream` is deterministic, so it is made again). Each file carries one fault
+/// of every kind when the day has enough settlements, so the reconciliation has something to
+/// find. A day the timeline cut (a later run's first) gets no file.
+fn write_bank_files(
+    out: &Path,
+    stream: &StreamConfig,
+    messages: u64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<BankFiles, QuickstartError> {
+    let folder = out.join("batch_files");
+    let files = StorageOptions::local(&folder)
+        .and_then(|options| BankFiles::at(&options))
+        .map_err(stage("bank files"))?;
+    let first = if start.time() == chrono::NaiveTime::MIN {
+        start.date_naive()
+    } else {
+        start.date_naive() + Days::new(1)
+    };
+    let mut days: Vec<DayStatement> = first
+        .iter_days()
+        .take_while(|day| *day < end.date_naive())
+        .map(DayStatement::new)
+        .collect();
+    if days.is_empty() {
+        return Ok(files);
+    }
+    let mut again =
+        EventStream::new(stream, ProducerMetrics::default()).map_err(stage("bank files"))?;
+    for _ in 0..messages {
+        let event = again.next_message().map_err(stage("bank files"))?.event;
+        let date = event.event_time.date_naive();
+        if let Some(day) = days.iter_mut().find(|d| d.day() == date) {
+            day.record(&event);
+        }
+    }
+    for (n, day) in days.iter().enumerate() {
+        let faults = if day.len() >= 50 {
+            BankFaults::ONE_OF_EACH
+        } else {
+            BankFaults::default()
+        };
+        let (text, injected) = day
+            .render(&faults, stream.seed.wrapping_add(n as u64))
+            .map_err(stage("bank files"))?;
+        let path = folder.join(file_name(day.day()));
+        std::fs::write(&path, text).map_err(folder_error("writing", &path))?;
+        tracing::info!(file = %path.display(), settled = day.len(), faults = injected.len(), "bank file written");
+    }
+    Ok(files)
+}
+
+/// A load run the audit records as failed, as the load stage's error.
+fn audited_success(report: &RunReport) -> Result<(), QuickstartError> {
+    match &report.error {
+        Some(error) => Err(stage("load")(RunFailed {
+            run_id: report.run_id,
+            error: error.clone(),
+        })),
+        None => Ok(()),
+    }
 }
 
 fn read_state(path: &Path) -> Result<State, QuickstartError> {
@@ -435,6 +522,15 @@ impl QuickstartSummary {
         }
         text.push_str("\nmarts.daily_revenue_summary (first lines)\n");
         for line in &self.daily_summary {
+            text.push_str(&format!("  {line}\n"));
+        }
+        text.push_str(&format!(
+            "\nBank reconciliation (marts.bank_reconciliation_daily, every day; this run loaded {} bank files, {} lines, {} unreadable)\n",
+            self.bank_load.files_loaded,
+            self.bank_load.rows_loaded,
+            self.bank_load.stats.rejected_total()
+        ));
+        for line in &self.reconciliation {
             text.push_str(&format!("  {line}\n"));
         }
         text.push_str(&format!("\nReport: {}\n", self.report.display()));

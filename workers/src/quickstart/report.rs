@@ -109,6 +109,29 @@ pub struct ReportData {
     pub load_runs: Vec<LoadRun>,
     /// The data tests of the last transform run.
     pub data_tests: Vec<TestResult>,
+    /// Transactions of every reconciled bank day, by outcome.
+    pub reconciliation: Vec<Bar>,
+    /// Each reconciled day: its outcomes' counts.
+    pub reconciliation_days: Vec<ReconciledDay>,
+}
+
+/// One day of `marts.bank_reconciliation_daily`, its outcomes side by side.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ReconciledDay {
+    /// The settlement day.
+    pub settlement_date: String,
+    /// Transactions the bank and the stream agree on.
+    pub matched: i64,
+    /// Settled in the stream, not in the bank's file.
+    pub missing_at_bank: i64,
+    /// In the bank's file, never in the stream.
+    pub missing_in_stream: i64,
+    /// Amounts (or currencies) differ.
+    pub amount_mismatch: i64,
+    /// Statuses differ.
+    pub status_mismatch: i64,
+    /// Listed more than once by the bank.
+    pub duplicated_at_bank: i64,
 }
 
 /// Reads the figures from the warehouse; `dead_letters_by_kind` comes from the lake.
@@ -154,6 +177,24 @@ pub async fn gather(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let reconciliation = sqlx::query_as(
+        "select outcome, sum(count_items)::float8 from marts.bank_reconciliation_daily \
+         group by outcome order by outcome = 'matched' desc, 2 desc, 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let reconciliation_days = sqlx::query_as(
+        "select settlement_date::text, \
+         coalesce(sum(count_items) filter (where outcome = 'matched'), 0)::bigint as matched, \
+         coalesce(sum(count_items) filter (where outcome = 'missing_at_bank'), 0)::bigint as missing_at_bank, \
+         coalesce(sum(count_items) filter (where outcome = 'missing_in_stream'), 0)::bigint as missing_in_stream, \
+         coalesce(sum(count_items) filter (where outcome = 'amount_mismatch'), 0)::bigint as amount_mismatch, \
+         coalesce(sum(count_items) filter (where outcome = 'status_mismatch'), 0)::bigint as status_mismatch, \
+         coalesce(sum(count_items) filter (where outcome = 'duplicated_at_bank'), 0)::bigint as duplicated_at_bank \
+         from marts.bank_reconciliation_daily group by settlement_date order by settlement_date",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     let load_runs = sqlx::query_as(
         "select to_char(started_at, 'YYYY-MM-DD HH24:MI:SS') as started_at, status, health, \
          coalesce(files_loaded, 0)::bigint as files_loaded, \
@@ -183,6 +224,8 @@ pub async fn gather(
         rejects_by_reason: bars(rejects_by_reason),
         load_runs,
         data_tests,
+        reconciliation: bars(reconciliation),
+        reconciliation_days,
     })
 }
 
@@ -272,6 +315,36 @@ pub fn render(data: &ReportData, generated_at: &str) -> String {
     for chart in &quality {
         section(&mut html, chart);
     }
+    html.push_str("<h2>Bank reconciliation</h2>\n");
+    section(
+        &mut html,
+        &Chart {
+            title: "Transactions by outcome, every reconciled day (marts.bank_reconciliation)",
+            bars: &data.reconciliation,
+            unit: Unit::Count,
+            x_title: "outcome",
+            y_title: "transactions",
+        },
+    );
+    html.push_str(
+        "<section><h3>Per settlement day (marts.bank_reconciliation_daily)</h3><table><tr>\
+         <th>day</th><th>matched</th><th>missing at bank</th><th>missing in stream</th>\
+         <th>amount mismatch</th><th>status mismatch</th><th>duplicated at bank</th></tr>",
+    );
+    for day in &data.reconciliation_days {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&day.settlement_date),
+            grouped(day.matched),
+            grouped(day.missing_at_bank),
+            grouped(day.missing_in_stream),
+            grouped(day.amount_mismatch),
+            grouped(day.status_mismatch),
+            grouped(day.duplicated_at_bank),
+        );
+    }
+    html.push_str("</table></section>\n");
     html.push_str(
         "<section><h2>Load audit (metadata.load_health)</h2><table><tr><th>started</th>\
          <th>status</th><th>health</th><th>files</th><th>rows read</th><th>loaded</th>\
@@ -495,14 +568,25 @@ mod tests {
                 status: "SUCCESS".to_owned(),
                 failing_rows: Some(0),
             }],
+            reconciliation: vec![bar("matched", 7_120.0), bar("amount_mismatch", 1.0)],
+            reconciliation_days: vec![ReconciledDay {
+                settlement_date: "2026-11-02".to_owned(),
+                matched: 7_120,
+                missing_at_bank: 0,
+                missing_in_stream: 3,
+                amount_mismatch: 1,
+                status_mismatch: 0,
+                duplicated_at_bank: 0,
+            }],
         }
     }
 
     #[test]
     fn every_chart_has_axes_with_units_and_each_bar_its_value() {
         let html = render(&data(), "now");
-        // Four business charts (one without data) and two data-quality charts.
-        assert_eq!(html.matches("<svg").count(), 5);
+        // Four business charts (one without data), two data-quality charts and the
+        // reconciliation's.
+        assert_eq!(html.matches("<svg").count(), 6);
         assert!(html.contains("None."));
         assert!(
             html.contains(">gross value (INR)</text>") && html.contains(">payment date</text>")
@@ -524,6 +608,16 @@ mod tests {
         assert!(html.contains("<td>19,931</td><td>19,656</td><td>82</td><td>193</td>"));
         assert!(html.contains("Data tests of the last transform run: 1 of 1 passed"));
         assert!(html.contains("not_null_fact_transactions_amount_inr"));
+    }
+
+    #[test]
+    fn the_reconciliation_section_shows_each_day_by_outcome() {
+        let html = render(&data(), "now");
+        assert!(html.contains("<h2>Bank reconciliation</h2>"));
+        assert!(html.contains(">amount_mismatch</text>"));
+        assert!(html.contains(
+            "<tr><td>2026-11-02</td><td>7,120</td><td>0</td><td>3</td><td>1</td><td>0</td><td>0</td></tr>"
+        ));
     }
 
     #[test]
