@@ -69,13 +69,23 @@ async fn the_crd_installs_explains_itself_and_defaults_an_empty_spec() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert!(explained.contains("Cron schedule"), "{explained}");
-    // The fields of this issue explain themselves too: the Kaggle export and the data status.
+    // The newer fields explain themselves too: the Kaggle export, the bank files and the data
+    // status.
     let kaggle = kubectl(
         &["explain", "fintechpipeline.spec.producer.kaggleCsv"],
         None,
     );
     let kaggle = String::from_utf8_lossy(&kaggle.stdout);
     assert!(kaggle.contains("fraudTrain.csv"), "{kaggle}");
+    let bank = kubectl(
+        &["explain", "fintechpipeline.spec.loader.bankFilesUrl"],
+        None,
+    );
+    let bank = String::from_utf8_lossy(&bank.stdout);
+    assert!(
+        bank.contains("settlements-YYYY-MM-DD.csv") && bank.contains("bank_reconciliation"),
+        "{bank}"
+    );
     let data = kubectl(&["explain", "fintechpipeline.status.data"], None);
     let data = String::from_utf8_lossy(&data.stdout);
     assert!(

@@ -1,11 +1,11 @@
-//! The README's Kubernetes walkthrough, steps 3 to 10, run command for command on the test
+//! The README's Kubernetes walkthrough, steps 3 to 11, run command for command on the test
 //! environment's node (`scripts/testenv.sh up` starts a kubelet, containerd, kube-proxy,
 //! CoreDNS and a local-path provisioner beside the API server, and loads the images built from
 //! `operator/Dockerfile`, `workers/Dockerfile` and the development infrastructure's stand-ins):
 //! the chart with its development Kafka, PostgreSQL and MinIO, a `FintechPipeline` that reaches
 //! `Running 3/3`, rows in silver and gold read with `psql`, a transform started by annotation,
-//! a Kaggle export uploaded to MinIO and replayed by the producer pod at its share, suspend and
-//! resume, and the clean-up. A second test kills a streamer pod in the middle of a
+//! a Kaggle export uploaded to MinIO and replayed by the producer pod at its share, a bank
+//! settlement file with two faults reconciled, suspend and resume, and the clean-up. A second test kills a streamer pod in the middle of a
 //! batch and checks that silver then holds every produced event exactly once; a third deploys
 //! a wrong image tag and checks that the old pods keep the data flowing until it is undone.
 //!
@@ -179,7 +179,7 @@ impl Drop for Session {
 }
 
 /// What `helm install` and `kubectl apply` of the walkthrough create, removed the way README
-/// step 10 removes it, and waited for, so that the next test starts on an empty cluster.
+/// step 11 removes it, and waited for, so that the next test starts on an empty cluster.
 fn remove_everything() {
     let _ = try_sh("kubectl -n fintech delete fp --all --wait=true --timeout=120s");
     let _ = try_sh(
@@ -332,8 +332,9 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
     data_flowing_turns_false_while_the_loader_cannot_load_and_its_pods_stay_ready();
 
     kaggle_export_in_minio_is_replayed_at_its_share_by_the_producer_pod();
+    a_bank_file_with_two_faults_is_loaded_and_reconciled_on_the_cluster();
 
-    // Step 9: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
+    // Step 10: suspend (workers gone, phase Suspended), then resume (rows keep arriving).
     sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":true}}'"#);
     eventually(
         "the pipeline is Suspended with no worker pods",
@@ -355,7 +356,7 @@ fn the_readme_walkthrough_runs_on_a_real_node() {
     sh(r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"suspend":false}}'"#);
     silver_grows_past(suspended, "rows keep arriving after resume");
 
-    // Step 10: the pipeline's children go with it; the release and the CRD go too.
+    // Step 11: the pipeline's children go with it; the release and the CRD go too.
     sh("kubectl -n fintech delete fp payments");
     until_empty(
         "the pipeline's children are gone",
@@ -454,6 +455,126 @@ kubectl -n fintech run kaggle-upload --rm -i --restart=Never \
     ))
     .unwrap();
     assert_eq!(merchants, 0, "kaggle rows that are not the export's");
+}
+
+/// Starts a transform Job with a new value of the annotation and waits for it to complete;
+/// returns its name.
+fn run_transform_job() -> String {
+    let before = try_sh(
+        "kubectl -n fintech get fp payments -o jsonpath='{.status.transform.lastManualRunJob}'",
+    )
+    .unwrap_or_default();
+    sh(
+        r#"kubectl -n fintech annotate fp payments fintech.io/run-transform="$(date -u +%Y%m%dT%H%M%S%NZ)" --overwrite"#,
+    );
+    let job = eventually(
+        "a new manual transform Job is named in the status",
+        Duration::from_secs(60),
+        || {
+            let name = try_sh(
+                "kubectl -n fintech get fp payments -o jsonpath='{.status.transform.lastManualRunJob}'",
+            )?;
+            let name = name.trim();
+            if name.is_empty() || name == before.trim() {
+                Err(format!("still {name:?}"))
+            } else {
+                Ok(name.to_owned())
+            }
+        },
+    );
+    sh(&format!(
+        "kubectl -n fintech wait --for=condition=Complete job/{job} --timeout=5m"
+    ));
+    job
+}
+
+/// README step 9: the loader pointed at `batch_files/`, today's file written from the topic
+/// with `bank-file` in the loader's pod with two faults, loaded by the loader, reconciled by
+/// a transform Job: the faults are found with their outcomes, and the loader exports the
+/// unmatched count.
+fn a_bank_file_with_two_faults_is_loaded_and_reconciled_on_the_cluster() {
+    sh(
+        r#"kubectl -n fintech patch fp payments --type merge -p '{"spec":{"loader":{"bankFilesUrl":"s3://fintech/batch_files"}}}'"#,
+    );
+    sh("kubectl -n fintech rollout status deployment/payments-loader --timeout=3m");
+    let printed = sh(
+        r#"kubectl -n fintech exec deploy/payments-loader -- fintech bank-file --day "$(date -u +%F)" --fault-amount 1 --fault-missing 1"#,
+    );
+    eprintln!("{printed}");
+    let fault = |kind: &str| -> String {
+        printed
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("fault {kind} ")))
+            .unwrap_or_else(|| panic!("no {kind} fault printed:\n{printed}"))
+            .trim()
+            .to_owned()
+    };
+    let (amount, missing) = (fault("amount"), fault("missing"));
+    eventually(
+        "the loader loads the file",
+        Duration::from_secs(120),
+        || match count("select count(*) from metadata.loaded_bank_files") {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(format!("{n} files")),
+            Err(error) => Err(error),
+        },
+    );
+    sh(
+        r#"psql "$(warehouse_url)" -c 'select path, lines_loaded, lines_rejected from metadata.loaded_bank_files'"#,
+    );
+    // Both payments are in silver before the transform reads it (the bank file was written
+    // from Kafka, which runs ahead of silver).
+    let both = format!(
+        "select count(distinct transaction_id) from raw.transactions \
+         where transaction_id in ('{amount}', '{missing}')"
+    );
+    eventually(
+        "both faulty payments reach silver",
+        Duration::from_secs(120),
+        || match count(&both) {
+            Ok(2) => Ok(()),
+            Ok(n) => Err(format!("{n} of 2")),
+            Err(error) => Err(error),
+        },
+    );
+    run_transform_job();
+    sh(
+        r#"psql "$(warehouse_url)" -c 'select * from marts.bank_reconciliation_daily order by settlement_date desc, outcome'"#,
+    );
+    sh(
+        r#"psql "$(warehouse_url)" -c "select transaction_id, outcome, bank_amount, stream_amount from marts.bank_reconciliation where outcome <> 'matched'""#,
+    );
+    let outcome = |id: &str| {
+        psql(&format!(
+            "select outcome from marts.bank_reconciliation where transaction_id = '{id}'"
+        ))
+        .unwrap()
+    };
+    assert_eq!(outcome(&amount), "amount_mismatch");
+    assert_eq!(outcome(&missing), "missing_at_bank");
+    // The loader reads the reconciliation after its next bank-file run.
+    eventually(
+        "the loader exports the amount mismatch",
+        Duration::from_secs(120),
+        || {
+            let metrics = try_sh(
+                r#"kubectl -n fintech get --raw "/api/v1/namespaces/fintech/pods/$(kubectl -n fintech get pods -l app.kubernetes.io/instance=payments,app.kubernetes.io/component=loader -o jsonpath='{.items[0].metadata.name}'):9090/proxy/metrics""#,
+            )?;
+            let line = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("fintech_loader_bank_unreconciled_items{")
+                        && l.contains("outcome=\"amount_mismatch\"")
+                })
+                .unwrap_or_default()
+                .to_owned();
+            if line.ends_with(" 1") {
+                Ok(())
+            } else {
+                Err(line)
+            }
+        },
+    );
 }
 
 /// The `DataFlowing` condition as `status reason message`.

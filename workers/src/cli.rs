@@ -113,7 +113,9 @@ pub struct ProduceArgs {
     #[command(flatten)]
     topic: TopicOptions,
 
-    /// Seed of every random choice; the same seed gives the same events.
+    /// Seed of every random choice. With --start-time the same seed gives the same events;
+    /// on the live clock it is mixed with the start time, so that a restarted producer makes
+    /// new payments instead of repeating those it sent before.
     #[arg(long, env = "FINTECH_SEED", default_value_t = 42)]
     seed: u64,
 
@@ -524,9 +526,10 @@ impl From<&FaultArgs> for FaultRates {
 }
 
 impl ProduceArgs {
-    fn stream_config(&self) -> StreamConfig {
+    /// The stream's configuration, for a process that started at `started`.
+    fn stream_config(&self, started: DateTime<Utc>) -> StreamConfig {
         StreamConfig {
-            seed: self.seed,
+            seed: self.stream_seed(started),
             kaggle_csv: self.kaggle_csv.as_deref().map(|location| {
                 KaggleLocation::parse(location, self.s3_endpoint.clone(), self.s3_region.clone())
             }),
@@ -542,6 +545,18 @@ impl ProduceArgs {
             ),
             fraud_rate: self.fraud_rate,
             faults: FaultRates::from(&self.faults),
+        }
+    }
+
+    /// `--seed` itself on a simulated timeline, where the same seed gives the same events.
+    /// On the live clock it is mixed with the start time: a pod keeps its `--seed` when it is
+    /// rolled, resumed or rescheduled, and would otherwise send again, with the same event
+    /// and transaction ids, the payments it sent before, which silver drops as duplicates:
+    /// no new payment would arrive until it had caught up with its last run.
+    fn stream_seed(&self, started: DateTime<Utc>) -> u64 {
+        match self.start_time {
+            Some(_) => self.seed,
+            None => self.seed ^ started.timestamp_nanos_opt().unwrap_or_default() as u64,
         }
     }
 }
@@ -845,7 +860,14 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     }
     let metrics = ProducerMetrics::default();
     // Open the Kaggle file and check every setting before touching Kafka.
-    let mut stream = EventStream::new(&args.stream_config(), metrics.clone())?;
+    let config = args.stream_config(Utc::now());
+    if args.start_time.is_none() {
+        tracing::info!(
+            seed = config.seed,
+            "live clock: the seed is --seed mixed with the start time, so every start makes new payments"
+        );
+    }
+    let mut stream = EventStream::new(&config, metrics.clone())?;
     // Neither the pace of --rate nor the final flush is a stall.
     let pace = args.rate.map_or(Duration::ZERO, |rate| {
         Duration::try_from_secs_f64(2.0 / rate).unwrap_or(Duration::MAX)

@@ -269,6 +269,39 @@ async fn a_producer_killed_before_its_settlements_settles_each_once_after_a_rest
     assert_eq!(settled_after_the_kill as u64, resumed);
 }
 
+/// A producer pod keeps its `--seed` across restarts. On the live clock each start makes new
+/// payments: were the second run's the first's again, with the same event ids, silver would
+/// drop every one of them as a duplicate.
+#[tokio::test]
+#[ignore = "needs the test environment: scripts/test.sh"]
+async fn a_restarted_live_producer_makes_new_payments_with_the_same_seed() {
+    let bootstrap = testenv_var("KAFKA_BOOTSTRAP_SERVERS");
+    let topic = unique_name("restart");
+    for _ in 0..2 {
+        let run = fintech()
+            .args(["produce", "--log-format", "json", "--count", "200"])
+            .args(["--bootstrap-servers", &bootstrap, "--topic", &topic])
+            .args(["--seed", "7", "--settlement-share", "0"])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let events: Vec<PaymentEvent> = topic_messages(&bootstrap, &topic)
+        .await
+        .iter()
+        .map(|(_, payload)| decode::decode(Some(payload), usize::MAX).unwrap())
+        .collect();
+    assert_eq!(events.len(), 400);
+    let event_ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    let transactions: std::collections::HashSet<_> =
+        events.iter().map(|e| e.transaction_id.as_str()).collect();
+    assert_eq!((event_ids.len(), transactions.len()), (400, 400));
+}
+
 /// Runs `fintech produce` with `args`, expects it to fail, and returns its stderr.
 fn failing_produce(args: &[&str]) -> String {
     let output = fintech()
