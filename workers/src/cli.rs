@@ -22,11 +22,12 @@ use crate::kafka::{self, KafkaOptions, KafkaSink, TopicOptions, TopicState};
 use crate::kaggle::KaggleLocation;
 use crate::loader::rows::EventTimeBounds;
 use crate::loader::{Loader, LoaderConfig, LoaderMetrics, RunFailed, Schedule};
-use crate::producer::{self, EventStream, KaggleTime, ProducerMetrics, RunLimits, StreamConfig};
+use crate::producer::{
+    self, EventStream, KaggleTime, ProducerMetrics, ReadBack, RunLimits, StreamConfig,
+};
 #[cfg(feature = "embedded")]
 use crate::quickstart::{self, QuickstartConfig};
 use crate::redrive::{self, RedriveOptions};
-use crate::settlement::Unsettled;
 use crate::storage::StorageOptions;
 use crate::streamer::{BatchPolicy, Streamer, StreamerMetrics};
 use crate::telemetry::{self, LogFormat};
@@ -891,22 +892,36 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         }
         TopicState::Existed => tracing::info!(topic = %args.kafka.topic, "topic exists"),
     }
-    // On a live clock the schedule of settlements outlives the process in the topic itself:
-    // the payments still PENDING within the longest delay are scheduled again.
-    if args.settlement_share > 0.0 && args.start_time.is_none() {
+    // On a live clock the schedule of settlements and the place in the Kaggle export outlive
+    // the process in the topic itself: the payments still PENDING within the longest delay
+    // are scheduled again, and the export goes on after the last row sent.
+    if (args.settlement_share > 0.0 || args.kaggle_csv.is_some()) && args.start_time.is_none() {
         let since = Utc::now() - stream.settlement_horizon();
-        let (read, unsettled) = harness
+        let (read, found) = harness
             .heartbeat()
             .beat_while(kafka::read_since(
                 &args.kafka,
                 since,
-                Unsettled::default(),
-                Unsettled::observe,
+                ReadBack::new(&config),
+                ReadBack::observe,
             ))
             .await
             .with_context(|| format!("reading back topic {:?} since {since}", args.kafka.topic))?;
-        let resumed = stream.resume_settlements(unsettled.into_pending());
+        let resumed = stream.resume_settlements(found.unsettled.into_pending());
         tracing::info!(read, resumed, %since, "scheduled the settlements earlier runs left waiting");
+        if let Some((_, last)) = &found.last_kaggle {
+            match stream.resume_kaggle_after(last)? {
+                Some(passed) => tracing::info!(
+                    passed,
+                    last_sent = %last,
+                    "the Kaggle export goes on after the last row an earlier run sent"
+                ),
+                None => tracing::warn!(
+                    last_sent = %last,
+                    "the last Kaggle row an earlier run sent is not in the export; replaying it from its first row"
+                ),
+            }
+        }
     }
     let mut sink = KafkaSink::new(&args.kafka, Duration::from_secs(args.flush_timeout_secs))
         .context("creating the Kafka producer")?;

@@ -20,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use fintech_status_server::report::WorkerStatus;
 
 use crate::clock::EventClock;
-use crate::event::PaymentEvent;
+use crate::event::{EventSource, PaymentEvent, PaymentStatus};
 use crate::faults::{Fault, FaultInjector, FaultRates};
 use crate::harness::{Exposed, Progress};
 use crate::kaggle::{self, KaggleLocation, KaggleReader};
-use crate::settlement::SettlementSchedule;
+use crate::settlement::{SettlementSchedule, Unsettled};
 use crate::sink::{DeliveryReport, EventSink, Message, SinkError};
 use crate::synthetic::{SyntheticGenerator, random_uuid};
 
@@ -267,11 +267,61 @@ impl Exposed for ProducerMetrics {
     }
 }
 
+/// What a producer on the live clock learns from the topic when it starts, read back over
+/// the longest settlement delay: the payments earlier runs left `PENDING`, and the last
+/// Kaggle row they sent.
+pub struct ReadBack {
+    /// Payments still to settle.
+    pub unsettled: Unsettled,
+    /// The latest Kaggle payment by event time: its time and `transaction_id` (the row's
+    /// `trans_num`). Rebased rows carry the time they were sent; original times follow the
+    /// export's order.
+    pub last_kaggle: Option<(DateTime<Utc>, String)>,
+    /// Tells a settlement from a payment: a settlement's event id follows from its
+    /// transaction id.
+    settlements: SettlementSchedule,
+}
+
+impl ReadBack {
+    /// An empty read-back for a stream configured by `config`.
+    pub fn new(config: &StreamConfig) -> Self {
+        Self {
+            unsettled: Unsettled::default(),
+            last_kaggle: None,
+            settlements: SettlementSchedule::new(
+                config.settlement_share,
+                config.settlement_failure_rate,
+                config.settlement_delay,
+                0,
+            ),
+        }
+    }
+
+    /// Takes in one message of the topic; one that does not decode is passed over.
+    pub fn observe(&mut self, payload: &[u8]) {
+        let Ok(event) = crate::bronze::decode::decode(Some(payload), usize::MAX) else {
+            return;
+        };
+        let settlement = event.status != PaymentStatus::Pending
+            && self.settlements.settlement_of(&event).event_id == event.event_id;
+        let later = self
+            .last_kaggle
+            .as_ref()
+            .is_none_or(|(time, _)| event.event_time >= *time);
+        if event.source == EventSource::Kaggle && !settlement && later {
+            self.last_kaggle = Some((event.event_time, event.transaction_id.clone()));
+        }
+        self.unsettled.observe_event(event);
+    }
+}
+
 /// The deterministic stream of messages.
 pub struct EventStream {
     clock: EventClock,
     synthetic: SyntheticGenerator,
     kaggle: Option<KaggleReader<Box<dyn std::io::Read + Send>>>,
+    /// Where the Kaggle file is, to open it again.
+    kaggle_location: Option<KaggleLocation>,
     kaggle_share: f64,
     kaggle_time: KaggleTime,
     settlements: SettlementSchedule,
@@ -300,6 +350,7 @@ impl EventStream {
             clock,
             synthetic: SyntheticGenerator::new(seed, config.fraud_rate),
             kaggle,
+            kaggle_location: config.kaggle_csv.clone(),
             kaggle_share: config.kaggle_share,
             kaggle_time: config.kaggle_time,
             settlements: SettlementSchedule::new(
@@ -347,6 +398,32 @@ impl EventStream {
     /// The stream's clock: where a simulated timeline has got to.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Moves the Kaggle file past the row whose `trans_num` is `transaction_id`, the last one
+    /// an earlier run sent (read back from the topic), so that a restarted producer goes on
+    /// where that run stopped instead of sending the same payments again. Returns the rows
+    /// passed over; `None` when no row has that `trans_num`, in which case the file is
+    /// opened again and replayed from its first row.
+    pub fn resume_kaggle_after(
+        &mut self,
+        transaction_id: &str,
+    ) -> Result<Option<u64>, ProduceError> {
+        let Some(reader) = self.kaggle.as_mut() else {
+            return Ok(None);
+        };
+        let mut passed = 0;
+        while let Some(row) = reader.next_row()? {
+            passed += 1;
+            if row.is_ok_and(|row| row.transaction_number == transaction_id) {
+                return Ok(Some(passed));
+            }
+        }
+        self.kaggle = match &self.kaggle_location {
+            Some(location) => Some(location.open()?),
+            None => None,
+        };
+        Ok(None)
     }
 
     /// Schedules again the settlements of `pending`, payments an earlier run emitted

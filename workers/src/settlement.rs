@@ -169,9 +169,13 @@ impl Unsettled {
     /// Takes in one message: a `PENDING` payment waits, any later event of its transaction
     /// settles it. Messages that do not decode (dead letters in the making) are passed over.
     pub fn observe(&mut self, payload: &[u8]) {
-        let Ok(event) = crate::bronze::decode::decode(Some(payload), usize::MAX) else {
-            return;
-        };
+        if let Ok(event) = crate::bronze::decode::decode(Some(payload), usize::MAX) {
+            self.observe_event(event);
+        }
+    }
+
+    /// Takes in one decoded event, as [`Unsettled::observe`].
+    pub fn observe_event(&mut self, event: PaymentEvent) {
         if event.status == PaymentStatus::Pending {
             self.pending.insert(event.transaction_id.clone(), event);
         } else {

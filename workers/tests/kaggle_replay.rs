@@ -4,27 +4,11 @@
 
 mod common;
 
-use common::{test_lake, testenv_var};
+use common::{kaggle_export as export, test_lake, testenv_var};
 use fintech_workers::event::EventSource;
 use fintech_workers::kaggle::KaggleLocation;
 use fintech_workers::producer::{EventStream, ProducerMetrics, StreamConfig};
 use object_store::{ObjectStoreExt, PutPayload};
-
-/// The export's header line.
-const HEADER: &str = ",trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,zip,lat,long,city_pop,job,dob,trans_num,unix_time,merch_lat,merch_long,is_fraud";
-
-/// An export of `rows` rows whose merchants are numbered in file order.
-fn export(rows: usize) -> String {
-    let mut text = format!("{HEADER}\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "{i},2019-01-01 00:00:18,2703186189652095,\"fraud_Merchant {i}, Ltd\",misc_net,4.97,\
-             Jennifer,Banks,F,561 Perry Cove,Moravian Falls,NC,28654,36.0788,-81.1781,3495,\
-             Psychologist,1988-03-09,{i:032x},1325376018,36.011293,-82.048315,0\n"
-        ));
-    }
-    text
-}
 
 /// Stores `body` under a fresh key of the test bucket; returns its `s3://` URL.
 async fn upload(body: String) -> String {

@@ -42,7 +42,12 @@ fn read_blocking<T>(
             format!("fintech-read-back-{}", uuid::Uuid::new_v4()),
         )
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false");
+        .set("enable.auto.offset.store", "false")
+        // A read-back runs beside a worker in its pod (the producer at start, `bank-file` in
+        // the loader's), within the pod's memory limit: librdkafka's defaults would buffer up
+        // to 50 MB per fetch and 64 MB of prefetched messages.
+        .set("fetch.max.bytes", "4194304")
+        .set("queued.max.messages.kbytes", "8192");
     let consumer: BaseConsumer = config.create()?;
     let topic = options.topic.as_str();
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;

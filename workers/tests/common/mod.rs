@@ -39,6 +39,23 @@ pub fn test_lake(name: &str) -> fintech_workers::storage::StorageOptions {
     }
 }
 
+/// The header line of Kaggle's `fraudTrain.csv`.
+pub const KAGGLE_HEADER: &str = ",trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,zip,lat,long,city_pop,job,dob,trans_num,unix_time,merch_lat,merch_long,is_fraud";
+
+/// A Kaggle `fraudTrain.csv` export of `rows` rows: row `i` has merchant `Merchant {i}, Ltd`
+/// and `trans_num` `{i:032x}`, so file order can be read back from either.
+pub fn kaggle_export(rows: usize) -> String {
+    let mut text = format!("{KAGGLE_HEADER}\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "{i},2019-01-01 00:00:18,2703186189652095,\"fraud_Merchant {i}, Ltd\",misc_net,4.97,\
+             Jennifer,Banks,F,561 Perry Cove,Moravian Falls,NC,28654,36.0788,-81.1781,3495,\
+             Psychologist,1988-03-09,{i:032x},1325376018,36.011293,-82.048315,0\n"
+        ));
+    }
+    text
+}
+
 /// Every (partition, offset) stored in the Parquet files under `prefix` of the lake,
 /// with repeats.
 pub async fn stored_offsets(
