@@ -661,11 +661,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 /// the day's settlements, and writes the file with the faults asked for.
 async fn bank_file_command(args: BankFileArgs) -> anyhow::Result<()> {
     let files = BankFiles::open(&args.bank_files_url, &args.storage)?;
-    let start = args
-        .day
-        .and_hms_opt(0, 0, 0)
-        .context("the day has no midnight")?
-        .and_utc();
+    let start = args.day.and_time(chrono::NaiveTime::MIN).and_utc();
     let since = start - chrono::Duration::hours(i64::from(args.read_from_hours_before));
     let (read, statement) = kafka::read_since(
         &args.kafka,

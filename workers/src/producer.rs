@@ -297,21 +297,28 @@ impl ReadBack {
         }
     }
 
-    /// Takes in one message of the topic; one that does not decode is passed over.
+    /// Takes in one message of the topic; one that does not decode (a dead letter in the
+    /// making) is passed over.
     pub fn observe(&mut self, payload: &[u8]) {
         let Ok(event) = crate::bronze::decode::decode(Some(payload), usize::MAX) else {
             return;
         };
-        let settlement = event.status != PaymentStatus::Pending
-            && self.settlements.settlement_of(&event).event_id == event.event_id;
-        let later = self
-            .last_kaggle
-            .as_ref()
-            .is_none_or(|(time, _)| event.event_time >= *time);
-        if event.source == EventSource::Kaggle && !settlement && later {
+        // Only a Kaggle event later than the latest so far is checked for being a
+        // settlement, which costs a generator per event.
+        let later_kaggle = event.source == EventSource::Kaggle
+            && self
+                .last_kaggle
+                .as_ref()
+                .is_none_or(|(time, _)| event.event_time >= *time);
+        if later_kaggle && !self.is_settlement(&event) {
             self.last_kaggle = Some((event.event_time, event.transaction_id.clone()));
         }
-        self.unsettled.observe_event(event);
+        self.unsettled.observe(event);
+    }
+
+    fn is_settlement(&self, event: &PaymentEvent) -> bool {
+        event.status != PaymentStatus::Pending
+            && self.settlements.settlement_of(event).event_id == event.event_id
     }
 }
 

@@ -166,16 +166,9 @@ pub struct Unsettled {
 }
 
 impl Unsettled {
-    /// Takes in one message: a `PENDING` payment waits, any later event of its transaction
-    /// settles it. Messages that do not decode (dead letters in the making) are passed over.
-    pub fn observe(&mut self, payload: &[u8]) {
-        if let Ok(event) = crate::bronze::decode::decode(Some(payload), usize::MAX) {
-            self.observe_event(event);
-        }
-    }
-
-    /// Takes in one decoded event, as [`Unsettled::observe`].
-    pub fn observe_event(&mut self, event: PaymentEvent) {
+    /// Takes in one event of the topic: a `PENDING` payment waits, any later event of its
+    /// transaction settles it.
+    pub fn observe(&mut self, event: PaymentEvent) {
         if event.status == PaymentStatus::Pending {
             self.pending.insert(event.transaction_id.clone(), event);
         } else {
@@ -190,8 +183,8 @@ impl Unsettled {
 }
 
 /// FNV-1a: a hash that stays the same across builds and platforms (the standard library's
-/// may change), for seeding a settlement from its transaction id.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// may change), for seeding a settlement from its transaction id and for a bank's reference.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })

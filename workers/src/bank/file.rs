@@ -16,6 +16,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 
 use crate::event::{Currency, PaymentStatus, amount};
+use crate::settlement::fnv1a;
 
 /// The header line of every settlement file.
 pub const HEADER: &str = "transaction_id,amount,currency,status,settled_at,bank_reference";
@@ -146,13 +147,7 @@ pub fn settleable(amount: Decimal) -> bool {
 /// The bank's reference for the settlement of `transaction_id`: stable, so a file written
 /// twice for a day is the same file.
 pub fn bank_reference(transaction_id: &str) -> String {
-    // FNV-1a: stable across releases and platforms, unlike the standard hasher.
-    let hash = transaction_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("BNK{:012X}", hash >> 16)
+    format!("BNK{:012X}", fnv1a(transaction_id.as_bytes()) >> 16)
 }
 
 /// Why a line cannot be loaded; the `reason` of `raw.rejected_bank_lines`.

@@ -15,6 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::file::{BankLine, day_of, parse_file};
+use crate::loader::QuarantineReason;
 use crate::storage::{StorageError, StorageOptions};
 
 /// Lines sent to the server in one statement.
@@ -34,15 +35,6 @@ impl std::fmt::Debug for BankFiles {
     }
 }
 
-/// Why a file was set aside whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SetAside {
-    /// Its first line is not the header.
-    WrongHeader,
-    /// Listed, then gone before it could be read.
-    Missing,
-}
-
 /// What one run of [`BankFiles::load_new`] did.
 #[derive(Debug, Default)]
 pub struct BankLoad {
@@ -50,8 +42,9 @@ pub struct BankLoad {
     pub files_pending: u64,
     /// Files loaded.
     pub files_loaded: u64,
-    /// Files set aside whole: path, why, and the error.
-    pub set_aside: Vec<(String, SetAside, String)>,
+    /// Files set aside whole: path, why (`WrongSchema`: the first line is not the header;
+    /// `Missing`: listed, then gone before it was read), and the error.
+    pub set_aside: Vec<(String, QuarantineReason, String)>,
     /// Lines read, header and blank lines left out.
     pub lines_read: u64,
     /// Lines stored in `raw.bank_settlements`.
@@ -182,7 +175,7 @@ impl BankFiles {
                 Err(object_store::Error::NotFound { .. }) => {
                     load.set_aside.push((
                         path.to_string(),
-                        SetAside::Missing,
+                        QuarantineReason::Missing,
                         "listed but gone before it was read".to_owned(),
                     ));
                     continue;
@@ -199,7 +192,7 @@ impl BankFiles {
                 Err(error) => {
                     load.set_aside.push((
                         path.to_string(),
-                        SetAside::WrongHeader,
+                        QuarantineReason::WrongSchema,
                         error.to_string(),
                     ));
                     continue;

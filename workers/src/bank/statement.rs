@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{Datelike, NaiveDate};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -256,7 +256,7 @@ impl DayStatement {
             }
             lines.push(line);
         }
-        let start = Utc.from_utc_datetime(&self.day.and_hms_opt(0, 0, 0).unwrap_or_default());
+        let start = self.day.and_time(chrono::NaiveTime::MIN).and_utc();
         for n in 0..faults.unknown {
             let id = format!("BANK-{}-{n:04}", self.day.format("%Y%m%d"));
             injected.push(InjectedFault {

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use fintech_status_server::report::{RunOutcome, WorkerStatus};
 
 use crate::bank::file::LineReason;
-use crate::bank::load::{BankFiles, BankFilesError, SetAside};
+use crate::bank::load::{BankFiles, BankFilesError};
 use crate::bronze::lake::{Lake, LakeError};
 use crate::bronze::layout;
 use crate::harness::Exposed;
@@ -798,12 +798,9 @@ impl Loader {
                 let quarantined: Vec<Quarantined> = load
                     .set_aside
                     .into_iter()
-                    .map(|(path, why, error)| Quarantined {
+                    .map(|(path, reason, error)| Quarantined {
                         path,
-                        reason: match why {
-                            SetAside::WrongHeader => QuarantineReason::WrongSchema,
-                            SetAside::Missing => QuarantineReason::Missing,
-                        },
+                        reason,
                         error,
                     })
                     .collect();
